@@ -1,0 +1,94 @@
+# mithril-cache: build, test, demo, bench. `make help` lists the targets.
+
+BUILD       ?= build
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+JOBS        ?= $(shell nproc)
+CMAKE_FLAGS ?=
+PYTHON_SYS  ?= python3
+export PYTHONPATH := $(CURDIR)/python:$(CURDIR)/$(BUILD)/python
+export MITHRIL_BIN := $(CURDIR)/$(BUILD)/mithril
+
+.PHONY: all build deps venv test test-c test-py demo bench bench-quick lint \
+        format sanitize tsan stress fuzz clean help
+
+all: build
+
+help:
+	@echo "make          build libmithril, build/mithril and the extension"
+	@echo "make test     C unit tests (ctest), then CLI and Python tests"
+	@echo "make demo     real models compiled cold, then warm through mithril"
+	@echo "make bench    every benchmark beside its anchor (bench-quick: short)"
+	@echo "make lint     clang-format check and no bare TODO/FIXME/XXX"
+	@echo "make sanitize C tests under ASan+UBSan; make tsan: ThreadSanitizer"
+	@echo "make stress   crash, concurrency and fuzz tests at full counts"
+
+deps:
+	@scripts/install-deps.sh
+
+$(VENV)/.done: scripts/install-venv.sh
+	@PYTHON_SYS=$(PYTHON_SYS) scripts/install-venv.sh $(VENV)
+	@touch $@
+
+venv: $(VENV)/.done
+
+$(BUILD)/CMakeCache.txt: | venv
+	cmake -S . -B $(BUILD) -DPython3_EXECUTABLE=$(CURDIR)/$(PY) $(CMAKE_FLAGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	$(MAKE) test-c
+	$(MAKE) test-py
+
+test-c: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-py: build
+	$(PY) -m pytest -q tests/cli tests/python
+
+demo: build
+	$(PY) demo/demo.py
+
+bench: build
+	$(PY) bench/run.py
+
+bench-quick: build
+	$(PY) bench/run.py --quick
+
+LINT_FILES = $(shell git ls-files '*.c' '*.h')
+
+lint:
+	@command -v clang-format >/dev/null || scripts/install-deps.sh
+	clang-format --dry-run --Werror $(LINT_FILES)
+	@if git grep -nE '\b(TODO|FIXME|XXX)\b' -- '*.c' '*.h' '*.py' \
+	    'Makefile' '*.sh' '*.txt' ; then \
+	  echo "lint: bare TODO/FIXME/XXX marks (write a Limitation: instead)"; \
+	  exit 1; fi
+	@echo "lint: ok"
+
+format:
+	clang-format -i $(LINT_FILES)
+
+sanitize:
+	cmake -S . -B build-asan -DMITHRIL_SANITIZE=ON -DMITHRIL_PYTHON=OFF \
+	  -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+
+tsan:
+	cmake -S . -B build-tsan -DMITHRIL_TSAN=ON -DMITHRIL_PYTHON=OFF \
+	  -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest --output-on-failure -R thread
+
+stress: build
+	MITHRIL_STRESS=1 $(PY) -m pytest -q tests/stress
+
+fuzz:
+	@scripts/fuzz.sh
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

@@ -1,0 +1,161 @@
+/*
+ * module.c - mithril_cache._native: multi-phase initialization, module
+ * state with the exception types, and the mapping of library error codes
+ * to Python exceptions. Each part of the module (store.c, index.c, torch.c,
+ * remote.c) adds itself in the exec slot below.
+ */
+#include "ext.h"
+
+mx_state *
+mx_get_state(PyObject *module)
+{
+    return (mx_state *)PyModule_GetState(module);
+}
+
+PyObject *
+mx_raise(PyObject *module, int code, const char *what, const char *which)
+{
+    mx_state *st = mx_get_state(module);
+    PyObject *type = st->error;
+
+    if (code == MITHRIL_ENOTFOUND) {
+        type = st->not_found;
+    } else if (code == MITHRIL_ECORRUPT) {
+        type = st->corrupt;
+    } else if (code == MITHRIL_EINVAL || code == MITHRIL_EPATH) {
+        type = st->invalid;
+    }
+    PyErr_Format(type, "%s '%s': %s", what, which ? which : "",
+                 mithril_strerror(code));
+    return NULL;
+}
+
+/* Scaffolding: a part not built yet adds nothing. */
+__attribute__((weak)) int
+mx_store_exec(PyObject *module)
+{
+    return 0;
+}
+
+__attribute__((weak)) int
+mx_index_exec(PyObject *module)
+{
+    return 0;
+}
+
+__attribute__((weak)) int
+mx_torch_exec(PyObject *module)
+{
+    return 0;
+}
+
+__attribute__((weak)) int
+mx_remote_exec(PyObject *module)
+{
+    return 0;
+}
+
+static int
+add_error(PyObject *module, PyObject **slot, const char *name,
+          PyObject *bases)
+{
+    *slot = PyErr_NewException(name, bases, NULL);
+    if (!*slot) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, strrchr(name, '.') + 1, *slot);
+}
+
+static int
+exec_module(PyObject *module)
+{
+    mx_state *st = mx_get_state(module);
+    PyObject *bases;
+    int rc;
+
+    if (add_error(module, &st->error, "mithril_cache.Error", NULL) < 0) {
+        return -1;
+    }
+    bases = PyTuple_Pack(2, st->error, PyExc_KeyError);
+    rc = bases ? add_error(module, &st->not_found,
+                           "mithril_cache.NotFoundError", bases)
+               : -1;
+    Py_XDECREF(bases);
+    if (rc < 0) {
+        return -1;
+    }
+    if (add_error(module, &st->corrupt, "mithril_cache.CorruptError",
+                  st->error) < 0) {
+        return -1;
+    }
+    bases = PyTuple_Pack(2, st->error, PyExc_ValueError);
+    rc = bases ? add_error(module, &st->invalid, "mithril_cache.InvalidError",
+                           bases)
+               : -1;
+    Py_XDECREF(bases);
+    if (rc < 0) {
+        return -1;
+    }
+    if (PyModule_AddStringConstant(module, "VERSION", MITHRIL_VERSION) < 0) {
+        return -1;
+    }
+    if (mx_store_exec(module) < 0 || mx_index_exec(module) < 0 ||
+        mx_torch_exec(module) < 0 || mx_remote_exec(module) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+traverse_module(PyObject *module, visitproc visit, void *arg)
+{
+    mx_state *st = mx_get_state(module);
+
+    Py_VISIT(st->error);
+    Py_VISIT(st->not_found);
+    Py_VISIT(st->corrupt);
+    Py_VISIT(st->invalid);
+    Py_VISIT(st->store_type);
+    return 0;
+}
+
+static int
+clear_module(PyObject *module)
+{
+    mx_state *st = mx_get_state(module);
+
+    Py_CLEAR(st->error);
+    Py_CLEAR(st->not_found);
+    Py_CLEAR(st->corrupt);
+    Py_CLEAR(st->invalid);
+    Py_CLEAR(st->store_type);
+    return 0;
+}
+
+static void
+free_module(void *module)
+{
+    clear_module((PyObject *)module);
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, exec_module},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mithril_cache._native",
+    .m_doc = "C core of mithril_cache: the store, index and torch capture.",
+    .m_size = sizeof(mx_state),
+    .m_slots = slots,
+    .m_traverse = traverse_module,
+    .m_clear = clear_module,
+    .m_free = free_module,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    return PyModuleDef_Init(&module_def);
+}

@@ -1,0 +1,146 @@
+/*
+ * internal.h - declarations shared between the library's own files; never
+ * installed. Cross-file helpers carry the prefix mi_ (the public API uses
+ * mithril_).
+ *
+ * Ownership of struct mithril_store: each module owns the fields in its
+ * block and is the only one to read or write them directly.
+ */
+#ifndef MITHRIL_INTERNAL_H
+#define MITHRIL_INTERNAL_H
+
+#include "mithril/mithril.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+struct mi_index;  /* index.c: the LMDB environment and batched recency */
+struct mi_stats;  /* stats.c: counters shared by processes (mmap) */
+struct mi_remote; /* remote.c: Redis connection, queue, breaker */
+
+struct mithril_store {
+    /* store.c */
+    char *dir;
+    int dirfd;
+    unsigned flags;
+    int compression_level;
+    int verify;
+
+    /* config.c: effective settings and where they came from */
+    uint64_t max_size;
+    int max_size_source;
+    int compression_source;
+    int verify_source;
+    char *remote_url;
+    int remote_source;
+    int remote_read_only;
+
+    /* index.c */
+    struct mi_index *index;
+    pthread_mutex_t index_mu;
+
+    /* stats.c */
+    struct mi_stats *stats;
+
+    /* remote.c */
+    struct mi_remote *remote;
+
+    /* sign.c */
+    uint8_t secret_key[MITHRIL_BLAKE3_KEY_LEN];
+    int has_secret;
+};
+
+/* ---- error.c: logging ---- */
+
+void mi_log(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Log a failed system call: "<call> '<path>': <strerror>"; returns -errno. */
+int mi_log_errno(const char *call, const char *path);
+
+/* ---- sys.c: the system-call table tests can replace ---- */
+
+/*
+ * Every write path in the library goes through these pointers, so a test
+ * can inject ENOSPC, EIO or short writes. Defaults are the libc calls.
+ */
+struct mi_sys {
+    int (*open)(const char *path, int flags, mode_t mode);
+    int (*openat)(int dirfd, const char *path, int flags, mode_t mode);
+    ssize_t (*write)(int fd, const void *buf, size_t n);
+    ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
+    int (*fsync)(int fd);
+    int (*rename)(const char *from, const char *to);
+    int (*link)(const char *from, const char *to);
+    int (*unlink)(const char *path);
+    int (*mkdir)(const char *path, mode_t mode);
+    int (*ftruncate)(int fd, off_t len);
+};
+
+extern struct mi_sys mi_sys;
+/* Restore the libc defaults. */
+void mi_sys_reset(void);
+
+/* ---- fsutil.c: durable files ---- */
+
+/* Write all n bytes (retrying short writes and EINTR); 0 or -errno. */
+int mi_write_all(int fd, const void *buf, size_t n);
+/* Read up to n bytes, retrying short reads; returns bytes read or -errno. */
+ssize_t mi_read_full(int fd, void *buf, size_t n);
+/* mkdir -p with mode; 0 or -errno. */
+int mi_mkdirs(const char *path, mode_t mode);
+/* fsync a folder by path; 0 or -errno. */
+int mi_fsync_dir(const char *path);
+/*
+ * Create a temporary file in folder dir, named so that verify can tell a
+ * dead process's leftovers (".mtmp.<pid>.<random>"). Writes its path to
+ * path_out (PATH_MAX). Returns an fd or -errno.
+ */
+int mi_temp_open(const char *dir, char *path_out, mode_t mode);
+/*
+ * Publish a complete temp file at final: fsync(fd), then rename over final
+ * (replace) or link (no_replace: existing final wins, temp removed, returns
+ * 0), then fsync final's folder. Closes fd and removes tmp in every case.
+ */
+int mi_publish(int fd, const char *tmp, const char *final, int no_replace);
+/* Write a whole file durably through mi_temp_open + mi_publish. */
+int mi_write_file_atomic(const char *final, const void *data, size_t n,
+                         mode_t mode);
+/* 1 if the temp name belongs to a process that is no longer alive. */
+int mi_temp_is_stale(const char *name);
+
+/* ---- store.c: blob paths ---- */
+
+/* "<dir>/blobs/ab/cd/<addr>" into buf (PATH_MAX). */
+void mi_blob_path(const mithril_store *s, const char *addr, char *buf);
+/* Move a blob to quarantine with a reason; logs it. */
+int mi_quarantine(mithril_store *s, const char *addr, const char *why);
+
+/* ---- stats.c ---- */
+
+int mi_stats_open(mithril_store *s);
+void mi_stats_close(mithril_store *s);
+enum mi_counter {
+    MI_C_HITS = 100,
+    MI_C_MISSES,
+    MI_C_PUTS,
+    MI_C_EVICTIONS
+};
+void mi_stats_add(mithril_store *s, int counter, uint64_t n);
+
+/* ---- index.c ---- */
+
+int mi_index_open(mithril_store *s);
+void mi_index_close(mithril_store *s);
+
+/* ---- config.c ---- */
+
+/* Read env and <dir>/config into s (unless MITHRIL_OPEN_NO_CONFIG). */
+int mi_config_load(mithril_store *s);
+
+/* ---- time ---- */
+
+int64_t mi_now_ns(void);
+
+#endif /* MITHRIL_INTERNAL_H */
