@@ -133,6 +133,17 @@ void mi_stats_add(mithril_store *s, int counter, uint64_t n);
 
 int mi_index_open(mithril_store *s);
 void mi_index_close(mithril_store *s);
+/*
+ * store.c calls these when a blob file appears (newly published) or goes
+ * (deleted, quarantined), so the index keeps exact sizes without scanning.
+ */
+int mi_index_blob_added(mithril_store *s, const char *addr, uint64_t stored,
+                        uint64_t logical);
+int mi_index_blob_removed(mithril_store *s, const char *addr);
+
+/* ---- remote.c ---- */
+
+void mi_remote_close(mithril_store *s);
 
 /* ---- config.c ---- */
 

@@ -37,7 +37,8 @@ typedef struct {
 
 /* Parts: each adds its own types and functions; 0 or -1 with an error. */
 int mx_store_exec(PyObject *module);  /* store.c: Store, blobs */
-int mx_index_exec(PyObject *module);  /* index.c: entries, stats, keys */
+int mx_index_exec(PyObject *module);  /* index.c: entries, stats, gc */
+int mx_key_exec(PyObject *module);    /* key.c: cache keys, device, config */
 int mx_torch_exec(PyObject *module);  /* torch.c: capture, restore */
 int mx_remote_exec(PyObject *module); /* remote.c: remote, archives */
 

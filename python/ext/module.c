@@ -44,6 +44,12 @@ mx_index_exec(PyObject *module)
 }
 
 __attribute__((weak)) int
+mx_key_exec(PyObject *module)
+{
+    return 0;
+}
+
+__attribute__((weak)) int
 mx_torch_exec(PyObject *module)
 {
     return 0;
@@ -100,6 +106,7 @@ exec_module(PyObject *module)
         return -1;
     }
     if (mx_store_exec(module) < 0 || mx_index_exec(module) < 0 ||
+        mx_key_exec(module) < 0 ||
         mx_torch_exec(module) < 0 || mx_remote_exec(module) < 0) {
         return -1;
     }
