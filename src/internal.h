@@ -36,6 +36,7 @@ struct mithril_store {
     char *remote_url;
     int remote_source;
     int remote_read_only;
+    int remote_read_only_source;
 
     /* index.c */
     struct mi_index *index;
@@ -149,6 +150,14 @@ void mi_remote_close(mithril_store *s);
 
 /* Read env and <dir>/config into s (unless MITHRIL_OPEN_NO_CONFIG). */
 int mi_config_load(mithril_store *s);
+
+/* ---- key.c ---- */
+
+/*
+ * The canonical encoding of a key (docs/KEYS.md) in a buffer the caller
+ * frees with free(). MITHRIL_EINVAL without a device.
+ */
+int mi_key_encode(const mithril_key *k, uint8_t **out, size_t *out_len);
 
 /* ---- time ---- */
 
