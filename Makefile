@@ -46,7 +46,7 @@ test-c: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 test-py: build
-	$(PY) -m pytest -q tests/cli tests/python
+	$(PY) -m pytest -q tests/cli tests/python tests/reliability
 
 demo: build
 	$(PY) demo/demo.py
@@ -85,7 +85,7 @@ tsan:
 	cd build-tsan && ctest --output-on-failure -R thread
 
 stress: build
-	MITHRIL_STRESS=1 $(PY) -m pytest -q tests/stress
+	MITHRIL_STRESS=1 $(PY) -m pytest -q tests/reliability
 
 fuzz:
 	@scripts/fuzz.sh

@@ -11,19 +11,19 @@
 #include <getopt.h>
 
 /* Exit status of every command. */
-#define CLI_OK 0
-#define CLI_NO 1      /* a negative answer: absent, miss */
-#define CLI_USAGE 2   /* bad usage or invalid input */
-#define CLI_FAIL 3    /* the operation failed */
+#define CLI_OK      0
+#define CLI_NO      1 /* a negative answer: absent, miss */
+#define CLI_USAGE   2 /* bad usage or invalid input */
+#define CLI_FAIL    3 /* the operation failed */
 #define CLI_CORRUPT 4 /* corrupt content found */
 
 /* Options every command accepts, set by main or by the command. */
 struct cli_globals {
-    const char *dir;       /* --dir */
-    const char *remote;    /* --remote */
-    const char *max_size;  /* --max-size */
-    int read_only_remote;  /* --remote-read-only */
-    int quiet;             /* -q */
+    const char *dir;      /* --dir */
+    const char *remote;   /* --remote */
+    const char *max_size; /* --max-size */
+    int read_only_remote; /* --remote-read-only */
+    int quiet;            /* -q */
 };
 extern struct cli_globals cli;
 
@@ -31,16 +31,19 @@ extern struct cli_globals cli;
  * Long options shared by every command; append to a command's own table
  * with CLI_COMMON_OPTIONS and hand unknown letters to cli_common_opt.
  */
-#define CLI_OPT_DIR 1000
-#define CLI_OPT_REMOTE 1001
-#define CLI_OPT_MAX_SIZE 1002
+#define CLI_OPT_DIR       1000
+#define CLI_OPT_REMOTE    1001
+#define CLI_OPT_MAX_SIZE  1002
 #define CLI_OPT_REMOTE_RO 1003
 #define CLI_COMMON_OPTIONS                                                     \
     {"dir", required_argument, 0, CLI_OPT_DIR},                                \
         {"remote", required_argument, 0, CLI_OPT_REMOTE},                      \
         {"max-size", required_argument, 0, CLI_OPT_MAX_SIZE},                  \
         {"remote-read-only", no_argument, 0, CLI_OPT_REMOTE_RO},               \
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}
+        {"quiet", no_argument, 0, 'q'},                                        \
+    {                                                                          \
+        "help", no_argument, 0, 'h'                                            \
+    }
 
 /* 1 if opt was a common option (and was applied), else 0. */
 int cli_common_opt(int opt, const char *arg);

@@ -72,7 +72,8 @@ usage(FILE *out)
 {
     size_t i;
 
-    fprintf(out, "usage: mithril [--dir DIR] COMMAND [ARGS...]\n\n");
+    fprintf(out, "usage: mithril [--dir DIR] [--max-size SIZE] [--remote URL]"
+                 " COMMAND ...\n\n");
     for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
     }
@@ -96,6 +97,15 @@ main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--remote") && i + 1 < argc) {
             cli.remote = argv[i + 1];
             i += 2;
+        } else if (!strcmp(argv[i], "--max-size") && i + 1 < argc) {
+            cli.max_size = argv[i + 1];
+            i += 2;
+        } else if (!strcmp(argv[i], "--remote-read-only")) {
+            cli.read_only_remote = 1;
+            i++;
+        } else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) {
+            cli.quiet = 1;
+            i++;
         } else if (!strcmp(argv[i], "--version")) {
             printf("mithril %s\n", MITHRIL_VERSION);
             return CLI_OK;

@@ -13,11 +13,11 @@
 
 /* Module state: exception types shared by every part. */
 typedef struct {
-    PyObject *error;         /* mithril_cache.Error (base) */
-    PyObject *not_found;     /* NotFoundError(Error, KeyError) */
-    PyObject *corrupt;       /* CorruptError(Error) */
-    PyObject *invalid;       /* InvalidError(Error, ValueError) */
-    PyObject *store_type;    /* mithril_cache.Store */
+    PyObject *error;      /* mithril_cache.Error (base) */
+    PyObject *not_found;  /* NotFoundError(Error, KeyError) */
+    PyObject *corrupt;    /* CorruptError(Error) */
+    PyObject *invalid;    /* InvalidError(Error, ValueError) */
+    PyObject *store_type; /* mithril_cache.Store */
 } mx_state;
 
 mx_state *mx_get_state(PyObject *module);

@@ -62,8 +62,7 @@ mx_remote_exec(PyObject *module)
 }
 
 static int
-add_error(PyObject *module, PyObject **slot, const char *name,
-          PyObject *bases)
+add_error(PyObject *module, PyObject **slot, const char *name, PyObject *bases)
 {
     *slot = PyErr_NewException(name, bases, NULL);
     if (!*slot) {
@@ -106,8 +105,8 @@ exec_module(PyObject *module)
         return -1;
     }
     if (mx_store_exec(module) < 0 || mx_index_exec(module) < 0 ||
-        mx_key_exec(module) < 0 ||
-        mx_torch_exec(module) < 0 || mx_remote_exec(module) < 0) {
+        mx_key_exec(module) < 0 || mx_torch_exec(module) < 0 ||
+        mx_remote_exec(module) < 0) {
         return -1;
     }
     return 0;

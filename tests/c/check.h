@@ -39,8 +39,9 @@ static int check_failed;
     do {                                                                       \
         const char *check_a = (a), *check_b = (b);                             \
         if (strcmp(check_a, check_b) != 0) {                                   \
-            fprintf(stderr, "%s:%d: check failed: %s == %s (\"%s\" != "        \
-                            "\"%s\")\n",                                       \
+            fprintf(stderr,                                                    \
+                    "%s:%d: check failed: %s == %s (\"%s\" != "                \
+                    "\"%s\")\n",                                               \
                     __FILE__, __LINE__, #a, #b, check_a, check_b);             \
             check_failures++;                                                  \
         }                                                                      \
