@@ -51,6 +51,7 @@ struct mithril_store {
     /* sign.c */
     uint8_t secret_key[MITHRIL_BLAKE3_KEY_LEN];
     int has_secret;
+    int secret_loaded; /* MITHRIL_SECRET[_FILE] consulted */
 };
 
 /* ---- error.c: logging ---- */
@@ -142,9 +143,21 @@ int mi_index_blob_added(mithril_store *s, const char *addr, uint64_t stored,
                         uint64_t logical);
 int mi_index_blob_removed(mithril_store *s, const char *addr);
 
-/* ---- remote.c ---- */
+/* ---- remote.c, sign.c ---- */
 
 void mi_remote_close(mithril_store *s);
+/*
+ * Read-through for a local miss: fetch entry key and its blobs from the
+ * remote (connecting lazily from s->remote_url), verify names, blobs and
+ * signature, record them locally. 0 when the entry is now local, else
+ * MITHRIL_ENOTFOUND (absent, remote down, rejected). Call it without
+ * holding index_mu: it calls mithril_store_put and mithril_entry_put.
+ */
+int mi_remote_fetch_entry(mithril_store *s, const char *key);
+/* Queue entry key for the remote after a local put; never blocks long. */
+void mi_remote_enqueue_entry(mithril_store *s, const char *key);
+/* Read MITHRIL_SECRET / MITHRIL_SECRET_FILE once (unless NO_CONFIG). */
+int mi_sign_load_env(mithril_store *s);
 
 /* ---- config.c ---- */
 
