@@ -1,0 +1,149 @@
+"""`mithril hash` against b3sum, byte for byte: files of sizes around every
+block, chunk and subtree boundary, up to 100 MiB; several files in one
+call; standard input; names b3sum escapes; and a file that cannot be read
+(its error line and exit status 3, with the other files still hashed)."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+B3SUM = shutil.which("b3sum")
+needs_b3sum = pytest.mark.skipif(B3SUM is None, reason="b3sum not installed")
+
+SIZES = [0, 1, 63, 64, 65, 1023, 1024, 1025, 2047, 2048, 2049, 3072, 4095,
+         4096, 4097, 8191, 8192, 8193, 16384, 31 * 1024 + 7, 65536,
+         1024 * 1024 + 1, 10 * 1024 * 1024]
+
+# Known answers from the BLAKE3 test vectors, for when b3sum is absent.
+EMPTY = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+VEC_1024 = "42214739f095a406f3fc83deb889744ac00df831c10daa55189b5d121c855af7"
+
+
+def write_random(path, size):
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 1 << 20)
+            f.write(os.urandom(n))
+            left -= n
+    return path
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, timeout=600, **kw)
+
+
+def mithril_hash(mithril_bin, *args, **kw):
+    return run([mithril_bin, "hash", *map(str, args)], **kw)
+
+
+def b3sum(*args, **kw):
+    p = run([B3SUM, "--num-threads", "1", *map(str, args)], **kw)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_known_answers(mithril_bin, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    vec = tmp_path / "vec"
+    vec.write_bytes(bytes(i % 251 for i in range(1024)))
+    p = mithril_hash(mithril_bin, empty, vec)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode() == f"{EMPTY}  {empty}\n{VEC_1024}  {vec}\n"
+    assert p.stderr == b""
+
+
+@needs_b3sum
+@pytest.mark.parametrize("size", SIZES)
+def test_size_matches_b3sum(mithril_bin, tmp_path, size):
+    path = write_random(tmp_path / f"f{size}", size)
+    p = mithril_hash(mithril_bin, path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b3sum(path)
+    assert len(p.stdout.split()[0]) == 64
+
+
+@needs_b3sum
+def test_100_mib_matches_b3sum(mithril_bin, tmp_path):
+    path = write_random(tmp_path / "big", 100 * 1024 * 1024)
+    p = mithril_hash(mithril_bin, path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b3sum(path)
+    path.unlink()
+
+
+@needs_b3sum
+def test_many_files_one_call(mithril_bin, tmp_path):
+    paths = [write_random(tmp_path / f"m{s}", s)
+             for s in (0, 1, 1024, 1025, 5000, 70000, 300000)]
+    spaced = write_random(tmp_path / "with space", 2049)
+    paths.append(spaced)
+    p = mithril_hash(mithril_bin, *paths)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b3sum(*paths)
+    assert len(p.stdout.splitlines()) == len(paths)
+
+
+@needs_b3sum
+@pytest.mark.parametrize("size", [0, 1, 1025, 3 * 1024 * 1024 + 3])
+def test_stdin_matches_b3sum(mithril_bin, size):
+    data = os.urandom(size)
+    want = b3sum(input=data)
+    assert want.endswith(b"  -\n")
+    p = mithril_hash(mithril_bin, input=data)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == want
+    p = mithril_hash(mithril_bin, "-", input=data)
+    assert p.stdout == want
+
+
+@needs_b3sum
+def test_escaped_names_match_b3sum(mithril_bin, tmp_path):
+    a = tmp_path / "back\\slash"
+    b = tmp_path / "new\nline"
+    a.write_bytes(b"x" * 100)
+    b.write_bytes(b"y" * 2000)
+    p = mithril_hash(mithril_bin, a, b)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b3sum(a, b)
+    assert p.stdout.startswith(b"\\")
+
+
+@needs_b3sum
+def test_length_and_no_names_match_b3sum(mithril_bin, tmp_path):
+    path = write_random(tmp_path / "l", 5000)
+    p = mithril_hash(mithril_bin, "-l", 100, path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b3sum("-l", 100, path)
+    p = mithril_hash(mithril_bin, "--no-names", path)
+    assert p.stdout == b3sum("--no-names", path)
+
+
+def test_missing_file_reports_and_continues(mithril_bin, tmp_path):
+    good1 = tmp_path / "good1"
+    good1.write_bytes(b"")
+    good2 = tmp_path / "good2"
+    good2.write_bytes(bytes(i % 251 for i in range(1024)))
+    missing = tmp_path / "missing"
+    p = mithril_hash(mithril_bin, good1, missing, good2)
+    assert p.returncode == 3
+    assert p.stdout.decode() == f"{EMPTY}  {good1}\n{VEC_1024}  {good2}\n"
+    assert p.stderr.decode() == (
+        f"mithril: error: cannot read '{missing}': No such file or "
+        "directory\n")
+
+
+def test_directory_is_an_error(mithril_bin, tmp_path):
+    p = mithril_hash(mithril_bin, tmp_path)
+    assert p.returncode == 3
+    assert p.stdout == b""
+    assert p.stderr.decode() == (
+        f"mithril: error: cannot read '{tmp_path}': Is a directory\n")
+
+
+def test_bad_length_is_usage_error(mithril_bin, tmp_path):
+    p = mithril_hash(mithril_bin, "-l", "zero", tmp_path)
+    assert p.returncode == 2
