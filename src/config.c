@@ -459,18 +459,21 @@ mithril_store_set_max_size(mithril_store *s, uint64_t bytes)
     if (!s || bytes == 0) {
         return;
     }
-    s->max_size = bytes;
+    __atomic_store_n(&s->max_size, bytes, __ATOMIC_RELAXED);
     s->max_size_source = MITHRIL_SOURCE_FLAG;
 }
 
 uint64_t
 mithril_store_max_size(const mithril_store *s)
 {
+    uint64_t v;
+
     if (!s) {
         return 0;
     }
-    /* A store opened without loading configuration has the default cap. */
-    return s->max_size ? s->max_size : MI_DEFAULT_MAX_SIZE;
+    /* A store whose configuration was never loaded has the default cap. */
+    v = __atomic_load_n(&s->max_size, __ATOMIC_RELAXED);
+    return v ? v : MI_DEFAULT_MAX_SIZE;
 }
 
 /* ---- reporting ---- */
@@ -489,6 +492,22 @@ env_truthy(const char *v)
     return 1;
 }
 
+/* 1 if path names the same folder as dir (already a real path). */
+static int
+same_dir(const char *path, const char *dir)
+{
+    char *real;
+    int same;
+
+    if (!strcmp(path, dir)) {
+        return 1;
+    }
+    real = realpath(path, NULL);
+    same = real && !strcmp(real, dir);
+    free(real);
+    return same;
+}
+
 /* Where the store folder came from: MITHRIL_DIR, the default, or a flag. */
 static int
 dir_source(const mithril_store *s)
@@ -496,11 +515,10 @@ dir_source(const mithril_store *s)
     char def[PATH_MAX];
     const char *env = getenv("MITHRIL_DIR");
 
-    if (env && *env && !strcmp(env, s->dir)) {
-        return MITHRIL_SOURCE_ENV;
+    if (env && *env) {
+        return same_dir(env, s->dir) ? MITHRIL_SOURCE_ENV : MITHRIL_SOURCE_FLAG;
     }
-    if ((!env || !*env) && mithril_default_dir(def, sizeof(def)) == 0 &&
-        !strcmp(def, s->dir)) {
+    if (mithril_default_dir(def, sizeof(def)) == 0 && same_dir(def, s->dir)) {
         return MITHRIL_SOURCE_DEFAULT;
     }
     return MITHRIL_SOURCE_FLAG;

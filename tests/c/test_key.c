@@ -564,13 +564,3 @@ main(void)
     RUN(test_parse_size);
     return check_report();
 }
-
-/*
- * Scaffolding until store.c lands: config.c (size parsing) refers to
- * mithril_default_dir; a real definition replaces this one.
- */
-__attribute__((weak)) int
-mithril_default_dir(char *buf, size_t n)
-{
-    return MITHRIL_EINVAL;
-}
