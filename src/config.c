@@ -248,6 +248,25 @@ set_remote_url(mithril_store *s, const char *v)
     return 0;
 }
 
+/* The source of the value a setting has now. */
+static int
+current_source(const mithril_store *s, const char *name)
+{
+    if (!strcmp(name, "max_size")) {
+        return s->max_size_source;
+    }
+    if (!strcmp(name, "compression")) {
+        return s->compression_source;
+    }
+    if (!strcmp(name, "verify")) {
+        return s->verify_source;
+    }
+    if (!strcmp(name, "remote")) {
+        return s->remote_source;
+    }
+    return s->remote_read_only_source;
+}
+
 /*
  * Apply one setting from source (file or env); where names the origin for
  * the warning ("<dir>/config:3", "MITHRIL_VERIFY"). Never fails the open:
@@ -297,9 +316,8 @@ apply(mithril_store *s, const char *name, const char *value, int source,
 
 bad:
     mi_log(MITHRIL_LOG_WARN,
-           "config %s: bad value '%s' for %s ignored (keeping %s value)", where,
-           value, name,
-           source == MITHRIL_SOURCE_ENV ? "file or default" : "default");
+           "config %s: bad value '%s' for %s ignored (keeping the %s value)",
+           where, value, name, mithril_source_name(current_source(s, name)));
 }
 
 static void
