@@ -1,0 +1,1334 @@
+#!/usr/bin/env python3
+"""The mithril-cache benchmark suite: every figure beside its anchor.
+
+Runs the benchmark programs built from bench/*.c, the torch benchmark and
+the anchors they are judged against (b3sum, cat from the page cache,
+redis-benchmark, the zstd command, torch's own warm cache), all in the same
+run on the same machine, and writes three files:
+
+  bench/results/latest.json  every figure, anchor, ratio, goal and the raw
+                             samples; fields not measured are null and
+                             listed under "missing" with the reason
+  bench/results/latest.md    the same as tables a person reads
+  bench/results/torch.png    the torch timings as a bar chart
+
+Each figure is the median of several repeats (the machine is shared and
+noisy); ratios are taken between medians measured in this run. The exit
+status is 0 only when every section ran. docs/BENCH.md explains the method.
+
+Usage: bench/run.py [--quick] [--build DIR] [--out DIR] [--repeats N]
+                    [--only SECTION,...] [--keep]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1 << 20
+GIB = 1 << 30
+
+SECTIONS = ["blake3", "store", "index", "compression", "remote", "torch"]
+
+# The fields every latest.json carries (null when not measured).
+CONTRACT = [
+    "blake3_bytes_per_s", "b3sum_bytes_per_s", "get_bytes_per_s",
+    "cat_bytes_per_s", "lookup_p99_us_1m", "open_ms_1m",
+    "evict_10pct_ms_1m", "compression_ratio",
+]
+TORCH_FIELDS = ["eager_s", "cold_s", "torch_warm_s", "mithril_warm_s",
+                "remote_warm_s", "hit_rate"]
+
+
+# ------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------
+
+def log(msg):
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[bench {stamp}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def tail(text, n=400):
+    text = (text or "").strip()
+    return text[-n:] if len(text) > n else text
+
+
+class SectionError(Exception):
+    """A section (or one of its parts) could not run; the text says why."""
+
+
+def run_cmd(cmd, timeout, env=None, cwd=None, stdout=subprocess.PIPE):
+    """Run cmd; return (CompletedProcess, wall seconds). Raise SectionError
+    when it cannot start, times out or exits non-zero."""
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE,
+                           timeout=timeout, env=env, cwd=cwd)
+    except FileNotFoundError:
+        raise SectionError(f"{cmd[0]} not found")
+    except subprocess.TimeoutExpired:
+        raise SectionError(f"{Path(cmd[0]).name} timed out after "
+                           f"{timeout} s")
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        err = tail(p.stderr.decode(errors="replace")) if p.stderr else ""
+        raise SectionError(f"{Path(cmd[0]).name} exited {p.returncode}: "
+                           f"{err}")
+    return p, wall
+
+
+def parse_output(text):
+    """`key value` lines and/or JSON objects into (dict, list of objects).
+    Numbers become floats; other values stay text."""
+    values = {}
+    objects = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{") or line.startswith("["):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            items = obj if isinstance(obj, list) else [obj]
+            for o in items:
+                if isinstance(o, dict):
+                    objects.append(o)
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            continue
+        key, val = parts[0].rstrip(":="), parts[1].strip()
+        try:
+            values[key] = float(val)
+        except ValueError:
+            values[key] = val
+    if not values and len(objects) == 1 and "model" not in objects[0]:
+        # A program that prints its figures as one JSON object.
+        for k, v in objects[0].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                values[k] = float(v)
+            elif isinstance(v, str):
+                values[k] = v
+        objects = []
+    return values, objects
+
+
+def run_repeated(cmd, repeats, budget_s, timeout, env=None):
+    """Run a benchmark program up to `repeats` times (at least once; no new
+    repeat once budget_s is spent). Returns ({key: median}, {key: samples},
+    text values of the last run, repeats done)."""
+    samples = {}
+    texts = {}
+    done = 0
+    t0 = time.perf_counter()
+    while done < repeats:
+        p, _ = run_cmd(cmd, timeout, env=env)
+        values, _objs = parse_output(p.stdout.decode(errors="replace"))
+        if not values:
+            raise SectionError(f"{Path(cmd[0]).name} printed no figures")
+        for k, v in values.items():
+            if isinstance(v, float):
+                samples.setdefault(k, []).append(v)
+            else:
+                texts[k] = v
+        done += 1
+        if time.perf_counter() - t0 > budget_s:
+            break
+    medians = {k: median(v) for k, v in samples.items()}
+    return medians, samples, texts, done
+
+
+def time_repeated(cmd, repeats, timeout, env=None, warm=1):
+    """Wall time of cmd (stdout discarded): `warm` unmeasured runs, then
+    `repeats` measured ones. Returns the list of seconds."""
+    for _ in range(warm):
+        run_cmd(cmd, timeout, env=env, stdout=subprocess.DEVNULL)
+    times = []
+    for _ in range(repeats):
+        _, wall = run_cmd(cmd, timeout, env=env, stdout=subprocess.DEVNULL)
+        times.append(wall)
+    return times
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_random_file(path, size):
+    """A file of incompressible bytes (so no layer can cheat on it)."""
+    chunk = 4 * MIB
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(chunk, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def warm_page_cache(paths):
+    for p in paths:
+        with open(p, "rb") as f:
+            while f.read(8 * MIB):
+                pass
+
+
+def cmd_first_line(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if p.returncode != 0:
+        return None
+    out = (p.stdout or p.stderr).decode(errors="replace").strip()
+    return out.splitlines()[0] if out else None
+
+
+# ------------------------------------------------------------------------
+# A real redis-server on a free loopback port
+# ------------------------------------------------------------------------
+
+class Redis:
+    def __init__(self, workdir):
+        self.workdir = Path(workdir)
+        self.port = None
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        exe = shutil.which("redis-server")
+        if not exe:
+            raise SectionError("redis-server not installed "
+                               "(scripts/install-deps.sh)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+             "--maxmemory", "8gb"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise SectionError("redis-server did not start")
+
+    def cli(self, *args, timeout=60):
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args],
+                              capture_output=True, timeout=timeout)
+
+    def flush(self):
+        self.cli("FLUSHALL")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ------------------------------------------------------------------------
+# The record of the machine, the versions and the commit
+# ------------------------------------------------------------------------
+
+SIMD_FLAGS = ["sse4_1", "sse4_2", "avx", "avx2", "avx512f", "avx512vl",
+              "sha_ni", "asimd", "sha2", "sha3"]
+
+
+def cmake_cache(build):
+    out = {}
+    try:
+        text = (Path(build) / "CMakeCache.txt").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9_]+):[A-Z]+=(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def machine_record():
+    cpu = {"model": platform.processor() or None, "flags": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            k, _, v = line.partition(":")
+            k = k.strip()
+            if k in ("model name", "Model") and cpu["model"] in (None, "",
+                                                                  "x86_64"):
+                cpu["model"] = v.strip()
+            if k in ("flags", "Features") and not cpu["flags"]:
+                cpu["flags"] = v.split()
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu["model"],
+        "cpu_simd_flags": [f for f in SIMD_FLAGS if f in cpu["flags"]],
+        "cpu_flags": cpu["flags"],
+        "cores_online": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "memory_bytes": mem,
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "hostname": platform.node(),
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+def versions_record(build):
+    cache = cmake_cache(build)
+    cc = cache.get("CMAKE_C_COMPILER")
+    btype = cache.get("CMAKE_BUILD_TYPE") or None
+    flags = " ".join(x for x in [
+        cache.get("CMAKE_C_FLAGS", ""),
+        cache.get(f"CMAKE_C_FLAGS_{(btype or '').upper()}", "")] if x)
+    torch_v = None
+    try:
+        p = subprocess.run([sys.executable, "-c",
+                            "import torch; print(torch.__version__)"],
+                           capture_output=True, timeout=120)
+        if p.returncode == 0:
+            torch_v = p.stdout.decode().strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        import matplotlib
+        mpl = matplotlib.__version__
+    except ImportError:
+        mpl = None
+    return {
+        "python": platform.python_version(),
+        "torch": torch_v,
+        "matplotlib": mpl,
+        "compiler": cmd_first_line([cc, "--version"]) if cc else None,
+        "cmake_build_type": btype,
+        "c_flags": flags.strip() or None,
+        "b3sum": cmd_first_line(["b3sum", "--version"]),
+        "redis_server": cmd_first_line(["redis-server", "--version"]),
+        "zstd": cmd_first_line(["zstd", "--version"]),
+        "mithril": cmd_first_line([str(Path(build) / "mithril"),
+                                   "--version"]),
+    }
+
+
+def commit_record():
+    def git(*args):
+        try:
+            p = subprocess.run(["git", "-C", str(ROOT), *args],
+                               capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return p.stdout.decode().strip() if p.returncode == 0 else None
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"),
+            "commit_subject": git("log", "-1", "--format=%s"),
+            "dirty": bool(dirty) if dirty is not None else None}
+
+
+# ------------------------------------------------------------------------
+# The suite
+# ------------------------------------------------------------------------
+
+class Suite:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.repeats = args.repeats or (3 if self.quick else 5)
+        self.build = Path(args.build).resolve()
+        self.mithril = self.build / "mithril"
+        self.tmp = Path(tempfile.mkdtemp(prefix="mithril-bench-",
+                                         dir=args.tmp))
+        self.fields = {k: None for k in CONTRACT}
+        self.fields["torch"] = []
+        self.missing = {}
+        self.figures = []   # rows of the report: value, anchor, ratio
+        self.goals = []
+        self.sections = {}  # name -> {status, reason, seconds, ...}
+        self.raw = {}       # name -> samples and commands
+        self.notes = []
+        self.redis = None
+        self.inductor_dir = None  # a real TORCHINDUCTOR_CACHE_DIR
+
+    # -- recording ------------------------------------------------------
+
+    def set(self, field, value, reason=None):
+        """Record a field; None needs a reason and lands in `missing`."""
+        if value is None:
+            self.fields[field] = None
+            self.missing[field] = reason or "not measured"
+        else:
+            self.fields[field] = float(value)
+            self.missing.pop(field, None)
+
+    def miss(self, fields, reason):
+        for f in fields:
+            if self.fields.get(f) is None:
+                self.set(f, None, reason)
+
+    def figure(self, section, name, field, unit, anchor_name=None,
+               anchor_field=None, higher_is_better=True, repeats=None,
+               note=None):
+        value = self.fields.get(field)
+        anchor = self.fields.get(anchor_field) if anchor_field else None
+        self.figures.append({
+            "section": section, "name": name, "field": field,
+            "value": value, "unit": unit,
+            "anchor_name": anchor_name, "anchor_field": anchor_field,
+            "anchor": anchor, "ratio": ratio(value, anchor),
+            "higher_is_better": higher_is_better, "repeats": repeats,
+            "note": note,
+        })
+
+    def goal(self, name, value, target, ok, shown=None):
+        if value is None:
+            status = "not run"
+        else:
+            status = "pass" if ok(value) else "miss"
+        self.goals.append({"goal": name, "value": value, "target": target,
+                           "shown": shown, "status": status})
+
+    def program(self, name):
+        path = self.build / name
+        if not os.access(path, os.X_OK):
+            raise SectionError(f"{path} not built "
+                               f"(bench/{name}.c missing or not compiled)")
+        return str(path)
+
+    def redis_server(self):
+        if self.redis is None:
+            self.redis = Redis(self.tmp / "redis").start()
+            log(f"redis-server on port {self.redis.port}")
+        return self.redis
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith("MITHRIL_") and k != "MITHRIL_BIN":
+                del env[k]
+        env["MITHRIL_BIN"] = str(self.mithril)
+        pp = [str(ROOT / "python"), str(self.build / "python")]
+        if env.get("PYTHONPATH"):
+            pp.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(pp)
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    # -- running --------------------------------------------------------
+
+    def run(self):
+        wanted = SECTIONS
+        if self.args.only:
+            wanted = [s for s in self.args.only.split(",") if s]
+        t_all = time.perf_counter()
+        try:
+            for name in SECTIONS:
+                if name not in wanted:
+                    self.sections[name] = {"status": "skipped",
+                                           "reason": "not selected (--only)"}
+                    continue
+                fn = getattr(self, "section_" + name)
+                log(f"section {name}")
+                t0 = time.perf_counter()
+                try:
+                    fn()
+                    status, reason = "ran", None
+                except SectionError as e:
+                    status, reason = "not run", str(e)
+                    log(f"section {name} not run: {e}")
+                except Exception as e:  # a bug in this script: say it
+                    status, reason = "not run", f"{type(e).__name__}: {e}"
+                    log(f"section {name} failed: {status} {reason}")
+                sec = self.sections.setdefault(name, {})
+                sec.setdefault("status", status)
+                if reason:
+                    sec["status"] = status
+                    sec["reason"] = reason
+                sec["seconds"] = round(time.perf_counter() - t0, 2)
+        finally:
+            if self.redis:
+                self.redis.stop()
+            if not self.args.keep:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        self.duration = time.perf_counter() - t_all
+        self.add_missing_reasons()
+
+    def add_missing_reasons(self):
+        """Every null contract field is listed, with its section's reason."""
+        owner = {
+            "blake3_bytes_per_s": "blake3", "b3sum_bytes_per_s": "blake3",
+            "get_bytes_per_s": "store", "cat_bytes_per_s": "store",
+            "lookup_p99_us_1m": "index", "open_ms_1m": "index",
+            "evict_10pct_ms_1m": "index", "compression_ratio": "compression",
+        }
+        for field in CONTRACT:
+            if self.fields.get(field) is None and field not in self.missing:
+                sec = self.sections.get(owner[field], {})
+                self.missing[field] = (sec.get("reason")
+                                       or f"section {owner[field]} "
+                                          f"{sec.get('status', 'not run')}")
+        if not self.fields["torch"] and "torch" not in self.missing:
+            sec = self.sections.get("torch", {})
+            self.missing["torch"] = sec.get("reason") or "no torch results"
+
+    # -- BLAKE3 against b3sum -------------------------------------------
+
+    def section_blake3(self):
+        size = 128 * MIB if self.quick else GIB
+        path = self.tmp / "blake3.bin"
+        log(f"writing {size // MIB} MiB of random bytes")
+        write_random_file(path, size)
+        warm_page_cache([path])
+        empty = self.tmp / "empty.bin"
+        empty.touch()
+        reps = self.repeats
+        raw = self.raw.setdefault("blake3", {"file_bytes": size})
+        fields = ["blake3_bytes_per_s", "b3sum_bytes_per_s"]
+
+        # The anchor: b3sum on one thread, its start-up cost subtracted.
+        try:
+            cmd = ["b3sum", "--num-threads", "1"]
+            start = median(time_repeated(cmd + [str(empty)], reps, 60))
+            times = time_repeated(cmd + [str(path)], reps, 600)
+            net = [max(t - start, 1e-9) for t in times]
+            self.set("b3sum_bytes_per_s", size / median(net))
+            raw.update({"b3sum_seconds": times, "b3sum_startup_s": start,
+                        "b3sum_command": " ".join(cmd + ["FILE"])})
+        except SectionError as e:
+            self.set("b3sum_bytes_per_s", None, f"b3sum: {e}")
+
+        try:
+            prog = self.program("bench_blake3")
+            med, samples, texts, done = run_repeated(
+                [prog, str(path), "3"], reps, 300, 900)
+            bps = med.get("blake3_bytes_per_s")
+            self.set("blake3_bytes_per_s", bps,
+                     None if bps is not None
+                     else "bench_blake3 printed no blake3_bytes_per_s")
+            raw.update({"samples": samples, "repeats": done})
+            self.fields["blake3_impl"] = texts.get("blake3_impl")
+        except SectionError as e:
+            self.set("blake3_bytes_per_s", None, str(e))
+        impl = self.fields.get("blake3_impl")
+        self.figure("blake3", "BLAKE3 one thread"
+                    + (f" ({impl})" if impl else ""),
+                    "blake3_bytes_per_s", "B/s",
+                    "b3sum --num-threads 1", "b3sum_bytes_per_s",
+                    repeats=reps,
+                    note=f"same {size // MIB} MiB file, page cache warm")
+        r = ratio(self.fields["blake3_bytes_per_s"],
+                  self.fields["b3sum_bytes_per_s"])
+        self.goal("BLAKE3 >= 0.9x b3sum (one thread)", r, ">= 0.90x",
+                  lambda v: v >= 0.9)
+        self.section_done(fields)
+
+    def section_done(self, fields, section=None):
+        """A section ran only if each of its fields was measured."""
+        lost = [f for f in fields if self.fields.get(f) is None]
+        if not lost:
+            return
+        by_reason = {}
+        for f in lost:
+            by_reason.setdefault(self.missing.get(f, "not measured"),
+                                 []).append(f)
+        raise SectionError("; ".join(
+            f"{', '.join(fs)}: {why}" for why, fs in by_reason.items()))
+
+    # -- store put/get against cat --------------------------------------
+
+    def section_store(self):
+        raw = self.raw.setdefault("store", {})
+        keys = ["put_bytes_per_s", "get_bytes_per_s",
+                "get_noverify_bytes_per_s", "exists_p50_us", "exists_p99_us",
+                "get_p50_us", "get_p99_us"]
+        reason = None
+        files = []
+        try:
+            prog = self.program("bench_store")
+            sdir = self.tmp / "store"
+            if sdir.exists():
+                shutil.rmtree(sdir)
+            med, samples, texts, done = self._run_store(prog, sdir)
+            for k in keys:
+                self.set(k, med.get(k),
+                         None if med.get(k) is not None
+                         else f"bench_store printed no {k}")
+            for k, v in med.items():
+                if k not in keys:
+                    self.fields["store_" + k] = v
+            raw.update({"samples": samples, "repeats": done,
+                        "text": texts})
+            files = self._store_files(texts)
+        except SectionError as e:
+            reason = str(e)
+            self.miss(keys, reason)
+
+        # The floor: cat of the same bytes from the page cache.
+        try:
+            if not files:
+                files = self._anchor_files()
+            total = sum(os.path.getsize(f) for f in files)
+            warm_page_cache(files)
+            cmd = ["cat", *map(str, files)]
+            times = time_repeated(cmd, self.repeats, 600)
+            self.set("cat_bytes_per_s", total / median(times))
+            raw.update({"cat_seconds": times, "cat_bytes": total,
+                        "cat_files": len(files)})
+        except SectionError as e:
+            self.set("cat_bytes_per_s", None, f"cat: {e}")
+
+        note = "cat FILES > /dev/null, page cache warm"
+        self.figure("store", "put (hash, zstd, fsync)", "put_bytes_per_s",
+                    "B/s", "cat (page cache)", "cat_bytes_per_s",
+                    repeats=self.repeats, note=note)
+        self.figure("store", "get, verified", "get_bytes_per_s", "B/s",
+                    "cat (page cache)", "cat_bytes_per_s",
+                    repeats=self.repeats, note=note)
+        self.figure("store", "get, not verified",
+                    "get_noverify_bytes_per_s", "B/s", "cat (page cache)",
+                    "cat_bytes_per_s", repeats=self.repeats, note=note)
+        for k, name in [("exists_p50_us", "exists p50"),
+                        ("exists_p99_us", "exists p99"),
+                        ("get_p50_us", "get p50"),
+                        ("get_p99_us", "get p99")]:
+            self.figure("store", name, k, "us", higher_is_better=False,
+                        repeats=self.repeats)
+        self.section_done(keys + ["cat_bytes_per_s"])
+
+    def _run_store(self, prog, sdir):
+        return run_repeated([prog, str(sdir)], self.repeats, 300, 900)
+
+    def _store_files(self, texts):
+        """The files bench_store read, when it says where they are."""
+        d = texts.get("data_dir") or texts.get("source_dir")
+        if d and Path(d).is_dir():
+            return sorted(p for p in Path(d).rglob("*") if p.is_file())
+        return []
+
+    def _anchor_files(self):
+        """Files like those bench_store stores: 4 MiB of random bytes each."""
+        d = self.tmp / "cat-files"
+        n = 16 if self.quick else 64
+        d.mkdir(exist_ok=True)
+        files = []
+        for i in range(n):
+            f = d / f"f{i:03d}"
+            if not f.exists():
+                write_random_file(f, 4 * MIB)
+            files.append(f)
+        return files
+
+    # -- index lookups, open, eviction ----------------------------------
+
+    def section_index(self):
+        raw = self.raw.setdefault("index", {})
+        largest = 100000 if self.quick else 1000000
+        keys_1m = ["lookup_p50_us_1m", "lookup_p99_us_1m", "open_ms_1m",
+                   "evict_10pct_ms_1m"]
+        try:
+            prog = self.program("bench_index")
+            idir = self.tmp / "index"
+            reps = min(self.repeats, 3)
+            budget = 120 if self.quick else 900
+            med, samples, texts, done = run_repeated(
+                [prog, str(idir), str(largest)], reps, budget, 3600)
+            shutil.rmtree(idir, ignore_errors=True)
+        except SectionError as e:
+            self.miss(keys_1m + ["lookup_p99_us_1k", "lookup_p99_us_100k"],
+                      str(e))
+            self._index_figures(largest, None)
+            raise
+        for k, v in med.items():
+            self.fields[k] = v
+        raw.update({"samples": samples, "repeats": done,
+                    "largest_entries": largest})
+        if self.quick:
+            self.notes.append("quick mode: the index was built up to "
+                              "100 thousand entries, not 1 million; the "
+                              "1M figures are null and the 100k figures "
+                              "stand in for them")
+            for k in keys_1m:
+                if self.fields.get(k) is None:
+                    self.set(k, None, "quick mode: largest index has "
+                             "100k entries (run make bench for 1M)")
+        else:
+            for k in keys_1m:
+                self.set(k, med.get(k), None if med.get(k) is not None
+                         else f"bench_index printed no {k}")
+        self._index_figures(largest, done)
+        self.section_done([] if self.quick else keys_1m)
+
+    def _index_figures(self, largest, done):
+        for n in ["1k", "100k", "1m"]:
+            for p in ["p50", "p99"]:
+                self.figure("index", f"lookup {p}, {n} entries",
+                            f"lookup_{p}_us_{n}", "us",
+                            higher_is_better=False, repeats=done)
+        for n in ["100k", "1m"]:
+            for k, name in [("open_ms", "open"),
+                            ("evict_10pct_ms", "evict 10 %")]:
+                if f"{k}_{n}" in self.fields or n == "1m":
+                    self.figure("index", f"{name}, {n} entries",
+                                f"{k}_{n}", "ms", higher_is_better=False,
+                                repeats=done)
+        field = "lookup_p99_us_1m"
+        shown = None
+        if self.fields.get(field) is None and self.quick:
+            field, shown = "lookup_p99_us_100k", "100k entries (quick)"
+        self.goal("lookup p99 at 1M entries < 10 ms",
+                  self.fields.get(field), "< 10000 us",
+                  lambda v: v < 10000, shown=shown)
+
+    # -- compression on real Inductor artifacts -------------------------
+
+    def section_compression(self):
+        raw = self.raw.setdefault("compression", {})
+        fields = ["compression_ratio"]
+        work = self.inductor_dir or self._compile_models_into(
+            self.tmp / "inductor-compression")
+        files = sorted(p for p in Path(work).rglob("*")
+                       if p.is_file() and not p.name.endswith(".lock"))
+        logical = sum(p.stat().st_size for p in files)
+        if not files:
+            raise SectionError(f"no files in {work} after compiling")
+        raw.update({"files": len(files), "logical_bytes": logical})
+        warm_page_cache(files)
+
+        # Through a mithril store: capture, then read the sizes.
+        sdir = self.tmp / "compression-store"
+        try:
+            t0 = time.perf_counter()
+            self._capture(sdir, work, files)
+            wall = time.perf_counter() - t0
+            st = self._stats(sdir)
+            lb, sb = st.get("logical_bytes"), st.get("size_bytes")
+            if not lb or not sb:
+                raise SectionError(f"mithril stats --json gave no sizes: "
+                                   f"{st}")
+            self.set("compression_ratio", lb / sb)
+            self.set("capture_bytes_per_s", lb / wall)
+            raw.update({"stats": st, "capture_seconds": wall})
+        except SectionError as e:
+            self.miss(["compression_ratio", "capture_bytes_per_s"], str(e))
+
+        # The anchor: the zstd command, level 3, on the same files.
+        try:
+            cmd = ["zstd", "-3", "-q", "-c", *map(str, files)]
+            p, _ = run_cmd(cmd, 600)
+            out = len(p.stdout)
+            times = time_repeated(cmd, self.repeats, 600)
+            self.set("zstd_cli_ratio", logical / out)
+            self.set("zstd_cli_bytes_per_s", logical / median(times))
+            raw.update({"zstd_seconds": times, "zstd_bytes": out})
+        except SectionError as e:
+            self.miss(["zstd_cli_ratio", "zstd_cli_bytes_per_s"],
+                      f"zstd: {e}")
+        note = (f"{len(files)} files, {logical / MIB:.1f} MiB from "
+                f"compiling the demo models")
+        self.figure("compression", "compression ratio (logical/stored)",
+                    "compression_ratio", "x", "zstd -3 (per file)",
+                    "zstd_cli_ratio", note=note)
+        self.figure("compression", "capture speed (hash, zstd, fsync)",
+                    "capture_bytes_per_s", "B/s", "zstd -3 -c",
+                    "zstd_cli_bytes_per_s", repeats=1, note=note)
+        self.section_done(fields)
+
+    def _capture(self, sdir, work, files):
+        env = self.env()
+        try:
+            run_cmd([str(self.mithril), "--dir", str(sdir), "capture",
+                     str(work)], 600, env=env)
+            return
+        except SectionError as e:
+            first = str(e)
+        # Without capture: put each file as a blob.
+        try:
+            for f in files:
+                run_cmd([str(self.mithril), "--dir", str(sdir), "put",
+                         str(f)], 120, env=env)
+        except SectionError as e:
+            raise SectionError(f"mithril capture: {first}; "
+                               f"mithril put: {e}")
+        self.notes.append("compression: files stored with `mithril put` "
+                          "one by one (capture failed: " + tail(first, 120)
+                          + ")")
+
+    def _stats(self, sdir):
+        p, _ = run_cmd([str(self.mithril), "--dir", str(sdir), "stats",
+                        "--json"], 120, env=self.env())
+        try:
+            st = json.loads(p.stdout.decode())
+        except ValueError:
+            raise SectionError("mithril stats --json printed no JSON")
+        # Accept a flat object or one with the sizes nested.
+        flat = {}
+        stack = [st]
+        while stack:
+            o = stack.pop()
+            for k, v in o.items():
+                if isinstance(v, dict):
+                    stack.append(v)
+                elif k not in flat:
+                    flat[k] = v
+        return flat
+
+    def _compile_models_into(self, work):
+        """Compile the demo models (quick: the first) with Inductor into a
+        fresh TORCHINDUCTOR_CACHE_DIR; return it."""
+        work = Path(work)
+        work.mkdir(parents=True, exist_ok=True)
+        names = self._model_names()
+        env = self.env(TORCHINDUCTOR_CACHE_DIR=work,
+                       TRITON_CACHE_DIR=work / "triton")
+        for name in names:
+            log(f"compiling {name} into {work}")
+            run_cmd([sys.executable, str(Path(__file__).resolve()),
+                     "--child", "compile", "--model", name], 1800, env=env)
+        return work
+
+    # -- Redis restore against redis-benchmark --------------------------
+
+    def section_remote(self):
+        raw = self.raw.setdefault("remote", {})
+        redis = self.redis_server()
+        size = 4 * MIB
+        n = 50 if self.quick else 100
+        fields = ["remote_restore_bytes_per_s", "redis_benchmark_bytes_per_s"]
+
+        # The anchor: GET of a 4 MiB value. The key must hold the value
+        # first (GET of an absent key measures nothing), so SET it once.
+        try:
+            redis.flush()
+            run_cmd(["redis-benchmark", "-p", str(redis.port), "-t", "set",
+                     "-d", str(size), "-n", "1", "-c", "1", "-q"], 120)
+            best = None
+            for clients in (1, 50):
+                rps = []
+                for _ in range(self.repeats):
+                    p, _ = run_cmd(["redis-benchmark", "-p", str(redis.port),
+                                    "-t", "get", "-d", str(size), "-n",
+                                    str(n), "-c", str(clients), "-q"], 600)
+                    m = re.findall(r"GET: ([0-9.]+) requests per second",
+                                   p.stdout.decode(errors="replace"))
+                    if not m:
+                        raise SectionError("redis-benchmark printed no GET "
+                                           "figure")
+                    rps.append(float(m[-1]))
+                raw[f"redis_benchmark_rps_c{clients}"] = rps
+                bps = median(rps) * size
+                self.fields[f"redis_benchmark_bytes_per_s_c{clients}"] = bps
+                best = bps if best is None else max(best, bps)
+            self.set("redis_benchmark_bytes_per_s", best)
+            raw["redis_benchmark_command"] = (
+                f"redis-benchmark -p P -t get -d {size} -n {n} -c C -q "
+                f"(C = 1 and 50; the faster is the anchor)")
+            redis.flush()
+        except SectionError as e:
+            self.set("redis_benchmark_bytes_per_s", None,
+                     f"redis-benchmark: {e}")
+
+        try:
+            prog = self.program("bench_remote")
+            mb = 64 if self.quick else 256
+            rdir = self.tmp / "remote"
+            samples = []
+            for _ in range(self.repeats):
+                shutil.rmtree(rdir, ignore_errors=True)
+                redis.flush()
+                med, _s, texts, _d = run_repeated(
+                    [prog, str(rdir), redis.url, str(mb)], 1, 600, 900)
+                if med.get("remote_restore_bytes_per_s") is None:
+                    raise SectionError("bench_remote printed no "
+                                       "remote_restore_bytes_per_s")
+                samples.append(med)
+            shutil.rmtree(rdir, ignore_errors=True)
+            redis.flush()
+            for k in samples[0]:
+                self.fields.setdefault(k, None)
+                self.set(k, median([s.get(k) for s in samples]))
+            raw.update({"samples": samples, "megabytes": mb})
+        except SectionError as e:
+            self.set("remote_restore_bytes_per_s", None, str(e))
+        self.figure("remote", "restore from Redis into an empty store",
+                    "remote_restore_bytes_per_s", "B/s",
+                    "redis-benchmark GET 4 MiB", "redis_benchmark_bytes_per_s",
+                    repeats=self.repeats)
+        r = ratio(self.fields.get("remote_restore_bytes_per_s"),
+                  self.fields.get("redis_benchmark_bytes_per_s"))
+        self.goal("remote restore >= 0.5x redis-benchmark", r, ">= 0.50x",
+                  lambda v: v >= 0.5)
+        self.section_done(fields)
+
+    # -- torch: eager, cold, torch warm, mithril warm, remote warm ------
+
+    def _model_names(self):
+        p = subprocess.run([sys.executable, str(Path(__file__).resolve()),
+                            "--child", "list"], capture_output=True,
+                           timeout=300, env=self.env())
+        names = p.stdout.decode().split()
+        if p.returncode != 0 or not names:
+            raise SectionError("no demo models: " + tail(
+                p.stderr.decode(errors="replace"), 200))
+        return names[:1] if self.quick else names
+
+    def section_torch(self):
+        raise SectionError("torch benchmark not written yet")
+
+
+# ------------------------------------------------------------------------
+# The child: one model, one first call, in a fresh process
+# ------------------------------------------------------------------------
+
+def _builtin_models():
+    """Small models used when demo/models.py is absent."""
+    import torch
+    from torch import nn
+
+    def mlp():
+        m = nn.Sequential(nn.Linear(256, 512), nn.GELU(),
+                          nn.Linear(512, 512), nn.GELU(),
+                          nn.Linear(512, 10))
+        return m, (torch.randn(32, 256),)
+
+    def convnet():
+        m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, 10))
+        return m, (torch.randn(8, 3, 32, 32),)
+
+    return {"mlp": mlp, "convnet": convnet}
+
+
+def _demo_models():
+    """name -> factory returning (module, inputs tuple)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import demo.models as dm
+    except ImportError:
+        return _builtin_models(), "builtin"
+    for attr in ("MODELS", "models", "REGISTRY"):
+        reg = getattr(dm, attr, None)
+        if isinstance(reg, dict) and reg:
+            return {k: _as_factory(v) for k, v in reg.items()}, "demo"
+    for attr in ("model_names", "names", "list_models"):
+        fn = getattr(dm, attr, None)
+        if callable(fn):
+            build = (getattr(dm, "build", None) or getattr(dm, "get", None)
+                     or getattr(dm, "make", None)
+                     or getattr(dm, "get_model", None))
+            if build:
+                return {n: _as_factory(lambda n=n: build(n))
+                        for n in fn()}, "demo"
+    return _builtin_models(), "builtin"
+
+
+def _as_factory(v):
+    def make():
+        obj = v() if callable(v) and not hasattr(v, "forward") else v
+        if isinstance(obj, tuple) and len(obj) == 2:
+            model, inputs = obj
+        elif isinstance(obj, dict):
+            model = obj.get("model")
+            inputs = obj.get("inputs") or obj.get("example_inputs")
+        else:
+            model = obj
+            inputs = getattr(obj, "example_inputs", None)
+            inputs = inputs() if callable(inputs) else inputs
+        if not isinstance(inputs, (tuple, list)):
+            inputs = (inputs,)
+        return model, tuple(inputs)
+    return make
+
+
+def child_main(mode, name):
+    """Print one JSON object: the first call's wall time and counters."""
+    if mode == "list":
+        models, _src = _demo_models()
+        print(" ".join(models))
+        return 0
+    import torch
+    models, src = _demo_models()
+    torch.manual_seed(0)
+    model, inputs = models[name]()
+    model.eval()
+    out = {"model": name, "mode": mode, "models_from": src}
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        if mode == "eager":
+            model(*inputs)
+        else:
+            if mode == "mithril":
+                import mithril_cache
+                mithril_cache.enable()
+            compiled = torch.compile(model)
+            compiled(*inputs)
+        out["first_call_s"] = time.perf_counter() - t0
+    try:
+        from torch._dynamo.utils import counters
+        ind = counters["inductor"]
+        out["fxgraph_hit"] = int(ind.get("fxgraph_cache_hit", 0))
+        out["fxgraph_miss"] = int(ind.get("fxgraph_cache_miss", 0))
+        out["fxgraph_bypass"] = int(ind.get("fxgraph_cache_bypass", 0))
+    except Exception:
+        pass
+    if mode == "mithril":
+        import mithril_cache
+        for fn in ("flush", "disable"):
+            f = getattr(mithril_cache, fn, None)
+            if callable(f):
+                f()
+                break
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------
+# Writers: JSON, Markdown, PNG
+# ------------------------------------------------------------------------
+
+def build_result(suite, started):
+    machine = suite.machine
+    machine["loadavg_end"] = list(os.getloadavg())
+    out = {
+        "schema": 1,
+        "quick": suite.quick,
+        "started": started,
+        "duration_s": round(suite.duration, 1),
+        "repeats": suite.repeats,
+        **commit_record(),
+        "machine": machine,
+        "versions": suite.versions,
+    }
+    for k in CONTRACT:
+        out[k] = suite.fields.get(k)
+    out["torch"] = suite.fields["torch"]
+    extra = {k: v for k, v in suite.fields.items()
+             if k not in CONTRACT and k != "torch"}
+    out.update(sorted(extra.items()))
+    out["ratios"] = {f["field"] + "/" + f["anchor_field"]: f["ratio"]
+                     for f in suite.figures if f["anchor_field"]}
+    out["goals"] = suite.goals
+    out["figures"] = suite.figures
+    out["sections"] = suite.sections
+    out["missing"] = suite.missing
+    out["notes"] = suite.notes
+    out["raw"] = suite.raw
+    return out
+
+
+def fmt_value(v, unit):
+    if v is None:
+        return "—"
+    if unit == "B/s":
+        if v >= GIB:
+            return f"{v / GIB:.2f} GiB/s"
+        return f"{v / MIB:.1f} MiB/s"
+    if unit == "us":
+        return f"{v:.1f} µs" if v < 1000 else f"{v / 1000:.2f} ms"
+    if unit == "ms":
+        return f"{v:.1f} ms" if v < 1000 else f"{v / 1000:.2f} s"
+    if unit == "s":
+        return f"{v:.2f} s"
+    if unit == "x":
+        return f"{v:.2f}x"
+    if unit == "%":
+        return f"{v * 100:.0f} %"
+    return f"{v:.3g}"
+
+
+def fmt_goal_value(g):
+    v = g["value"]
+    if v is None:
+        return "—"
+    t = g["target"]
+    if t.endswith("x"):
+        return f"{v:.2f}x"
+    if t.endswith(" s"):
+        return f"{v:.2f} s"
+    if t.endswith("us"):
+        return fmt_value(v, "us")
+    if t.endswith("%"):
+        return f"{v * 100:.0f} %"
+    return f"{v:.3g}"
+
+
+def write_markdown(res, path):
+    m, v = res["machine"], res["versions"]
+    lines = []
+    w = lines.append
+    mode = "quick (make bench-quick)" if res["quick"] else "full (make bench)"
+    w("# mithril-cache benchmark report")
+    w("")
+    w(f"- Run: {res['started']}, {mode}, {res['duration_s']:.0f} s, "
+      f"medians of up to {res['repeats']} repeats")
+    dirty = " (with uncommitted changes)" if res.get("dirty") else ""
+    w(f"- Commit: `{res.get('commit')}`{dirty} {res.get('commit_subject')}")
+    w(f"- Machine: {m['cpu_model']}, {m['cores_usable']} usable cores of "
+      f"{m['cores_online']}, {(m['memory_bytes'] or 0) / GIB:.0f} GiB, "
+      f"SIMD: {' '.join(m['cpu_simd_flags']) or 'none'}, Linux "
+      f"{m['kernel']}")
+    w(f"- Load average: {m['loadavg_start'][0]:.2f} at start, "
+      f"{m['loadavg_end'][0]:.2f} at end (a shared machine: compare "
+      f"ratios, not absolute times)")
+    w(f"- Versions: python {v['python']}, torch {v['torch']}, "
+      f"{v['compiler']}, build type {v['cmake_build_type']} "
+      f"(`{v['c_flags']}`), {v['b3sum']}, {v['redis_server']}")
+    w("")
+    for note in res["notes"]:
+        w(f"> Note: {note}")
+        w("")
+
+    w("## Goals")
+    w("")
+    w("| goal | measured | target | result |")
+    w("|---|---|---|---|")
+    for g in res["goals"]:
+        shown = f" ({g['shown']})" if g.get("shown") else ""
+        mark = {"pass": "**pass**", "miss": "**MISS**"}.get(g["status"],
+                                                           g["status"])
+        w(f"| {g['goal']} | {fmt_goal_value(g)}{shown} | {g['target']} "
+          f"| {mark} |")
+    w("")
+
+    w("## Figures and their anchors")
+    w("")
+    w("Ratio = figure / anchor, both medians from this run (for speeds, "
+      "above 1 is faster than the anchor).")
+    for section in SECTIONS:
+        rows = [f for f in res["figures"] if f["section"] == section]
+        sec = res["sections"].get(section, {})
+        if section == "torch":
+            continue
+        w("")
+        w(f"### {section}")
+        w("")
+        if sec.get("status") != "ran":
+            w(f"*{sec.get('status', 'not run')}: "
+              f"{sec.get('reason') or ''}*")
+            w("")
+        if not rows:
+            continue
+        w("| figure | value | anchor | anchor value | ratio | note |")
+        w("|---|---|---|---|---|---|")
+        for f in rows:
+            r = f"{f['ratio']:.2f}x" if f["ratio"] is not None else ""
+            w(f"| {f['name']} | {fmt_value(f['value'], f['unit'])} | "
+              f"{f['anchor_name'] or ''} | "
+              f"{fmt_value(f['anchor'], f['unit']) if f['anchor_name'] else ''}"
+              f" | {r} | {f['note'] or ''} |")
+
+    w("")
+    w("### torch")
+    w("")
+    sec = res["sections"].get("torch", {})
+    if sec.get("status") != "ran":
+        w(f"*{sec.get('status', 'not run')}: {sec.get('reason') or ''}*")
+        w("")
+    if res["torch"]:
+        w("First call of each model in a fresh process, in seconds. "
+          "Overhead on a hit = mithril warm minus eager.")
+        w("")
+        w("| model | eager | cold | torch warm | mithril warm | "
+          "remote warm | mithril/torch warm | overhead on hit | "
+          "remote/mithril | hit rate |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for t in res["torch"]:
+            def s(k):
+                return fmt_value(t.get(k), "s")
+
+            def r(a, b):
+                x = ratio(t.get(a), t.get(b))
+                return f"{x:.2f}x" if x is not None else "—"
+            over = (None if t.get("mithril_warm_s") is None
+                    or t.get("eager_s") is None
+                    else t["mithril_warm_s"] - t["eager_s"])
+            w(f"| {t.get('model')} | {s('eager_s')} | {s('cold_s')} | "
+              f"{s('torch_warm_s')} | {s('mithril_warm_s')} | "
+              f"{s('remote_warm_s')} | {r('mithril_warm_s', 'torch_warm_s')}"
+              f" | {fmt_value(over, 's')} | "
+              f"{r('remote_warm_s', 'mithril_warm_s')} | "
+              f"{fmt_value(t.get('hit_rate'), '%')} |")
+        w("")
+        w("Chart: [torch.png](torch.png)")
+        w("")
+
+    w("## Missing")
+    w("")
+    if res["missing"]:
+        for k, why in sorted(res["missing"].items()):
+            w(f"- `{k}`: {why}")
+    else:
+        w("Nothing: every figure was measured.")
+    w("")
+    w("## Sections")
+    w("")
+    w("| section | status | seconds | reason |")
+    w("|---|---|---|---|")
+    for name in SECTIONS:
+        sec = res["sections"].get(name, {})
+        w(f"| {name} | {sec.get('status', 'not run')} | "
+          f"{sec.get('seconds', '')} | {(sec.get('reason') or '')[:200]} |")
+    w("")
+    w("How to read this report: docs/BENCH.md. Raw samples: latest.json.")
+    text = "\n".join(lines) + "\n"
+    text = text.replace("\r", " ")
+    Path(path).write_text(text)
+
+
+def write_chart(res, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        # The file must exist even so: a tiny valid PNG would hide the
+        # cause, so the report names it instead.
+        res["notes"].append(f"torch.png not drawn: {e}")
+        return False
+    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
+    series = [("eager_s", "eager first call"), ("cold_s", "cold compile"),
+              ("torch_warm_s", "torch warm"),
+              ("mithril_warm_s", "mithril warm"),
+              ("remote_warm_s", "remote warm (Redis)")]
+    models = [t.get("model", "?") for t in res["torch"]]
+    if models:
+        width = 0.8 / len(series)
+        for i, (key, label) in enumerate(series):
+            xs = [j + (i - (len(series) - 1) / 2) * width
+                  for j in range(len(models))]
+            ys = [t.get(key) or 0 for t in res["torch"]]
+            bars = ax.bar(xs, ys, width, label=label)
+            for b, t in zip(bars, res["torch"]):
+                v = t.get(key)
+                ax.annotate("n/a" if v is None else f"{v:.2f}",
+                            (b.get_x() + b.get_width() / 2, b.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels(models)
+        ax.set_ylabel("seconds to the first result (median)")
+        ax.legend(fontsize=8)
+    else:
+        reason = res["sections"].get("torch", {}).get("reason") or "no data"
+        ax.text(0.5, 0.5, "torch benchmark not run:\n" + reason[:120],
+                ha="center", va="center", wrap=True)
+        ax.set_axis_off()
+    title = "torch.compile first call: eager, cold, warm caches"
+    if res["quick"]:
+        title += " (quick)"
+    ax.set_title(title)
+    fig.text(0.01, 0.01, f"{(res.get('commit') or '')[:12]}  "
+             f"{res['machine']['cpu_model']}  torch "
+             f"{res['versions']['torch']}", fontsize=7, color="gray")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes, fewer repeats (a few minutes)")
+    default_build = (Path(os.environ["MITHRIL_BIN"]).parent
+                     if os.environ.get("MITHRIL_BIN") else ROOT / "build")
+    ap.add_argument("--build", default=str(default_build),
+                    help="build folder with mithril and bench_* "
+                         "(default: MITHRIL_BIN's folder, else build/)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"),
+                    help="where latest.json, latest.md, torch.png go")
+    ap.add_argument("--repeats", type=int, default=0,
+                    help="repeats per figure (default 5, quick 3)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated sections: " + ",".join(SECTIONS))
+    ap.add_argument("--tmp", default=os.environ.get("MITHRIL_BENCH_TMP"),
+                    help="scratch folder parent (default: the system's)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the scratch folder")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child_main(args.child, args.model)
+
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds")
+    suite = Suite(args)
+    log(f"build {suite.build}, scratch {suite.tmp}, "
+        f"{'quick' if suite.quick else 'full'} mode")
+    suite.machine = machine_record()
+    suite.versions = versions_record(suite.build)
+    if suite.versions["cmake_build_type"] not in ("Release",
+                                                  "RelWithDebInfo"):
+        suite.notes.append(
+            f"the build folder is not optimized (build type "
+            f"{suite.versions['cmake_build_type']}): figures understate "
+            f"the library")
+    suite.run()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res = build_result(suite, started)
+    drawn = write_chart(res, out / "torch.png")
+    if not drawn and (out / "torch.png").exists():
+        (out / "torch.png").unlink()
+    (out / "latest.json").write_text(json.dumps(res, indent=1) + "\n")
+    write_markdown(res, out / "latest.md")
+    log(f"wrote {out / 'latest.json'}, {out / 'latest.md'}"
+        + (f", {out / 'torch.png'}" if drawn else ""))
+    sys.stdout.write((out / "latest.md").read_text())
+    ok = (all(s.get("status") in ("ran", "skipped")
+              for s in suite.sections.values())
+          and not suite.missing)
+    if args.only:
+        ok = all(s.get("status") in ("ran", "skipped")
+                 for s in suite.sections.values())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
