@@ -1,0 +1,1566 @@
+/*
+ * remote.c - the Redis tier: a store shares entries and blobs with other
+ * machines through one Redis server (or a cluster front end).
+ *
+ * Redis keys (value formats are version 1):
+ *
+ *   mithril:e:<entry key>   the entry's wire encoding (sign.c), signed when
+ *                           the producer had a secret
+ *   mithril:entries         a set of every entry key pushed
+ *   mithril:tc:<tag>        a set of the entry keys whose meta has tc=<tag>
+ *   mithril:b:<addr>        a blob header, 16 bytes, then for small blobs
+ *                           the payload:
+ *                             "MB1" kind ('r' raw, 'z' zstd, 'c' chunked)
+ *                             u64 LE content size, u32 LE chunk count
+ *   mithril:b:<addr>:<i>    chunk i of a chunked blob (content over 4 MiB):
+ *                           one kind byte ('r' or 'z'), then the payload of
+ *                           content bytes [i * 4 MiB, (i + 1) * 4 MiB)
+ *
+ * Invariants:
+ *  - Writers put a blob's chunks before its header, and every blob before
+ *    the entry naming it, so a reader that finds a header or an entry
+ *    finds what it needs, unless Redis evicted it (then: a miss).
+ *  - Nothing read from Redis is recorded locally before it is verified:
+ *    content against its address (streamed, memory bounded: a chunked blob
+ *    goes through an unnamed temporary file), the entry's names and
+ *    signature through mi_wire_accept.
+ *  - A remote failure is never an error of a local operation. Every call
+ *    runs under a connect timeout (200 ms) and read/write timeouts
+ *    (500 ms); a circuit breaker opens for 30 s after 3 failures in a row,
+ *    and for good once failed calls have cost the process 1 s in total.
+ *  - Writes after a local put go through a bounded queue (1024 keys) that
+ *    one background thread drains; a full queue drops keys (the next push
+ *    sends them). mi_remote_close waits at most about 1 s for it.
+ *  - A read-only remote is never written.
+ */
+#include "sign.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define CHUNK              (4u << 20)
+#define HEADER_LEN         16
+#define QUEUE_CAP          1024
+#define CONNECT_TIMEOUT_MS 200
+#define IO_TIMEOUT_MS      500
+#define BREAKER_FAILURES   3
+#define BREAKER_OPEN_NS    (30LL * 1000000000LL)
+#define BUDGET_NS          (1000LL * 1000000LL)
+#define CLOSE_DRAIN_MS     1000
+#define WINDOW             4 /* pipelined GETs in flight */
+
+struct mi_remote {
+    char *url;
+    char host[256];
+    int port;
+    int db;
+    int read_only;
+
+    /* The foreground connection, one caller at a time. */
+    pthread_mutex_t mu;
+    redisContext *fg;
+
+    /* The breaker, shared by both connections. */
+    pthread_mutex_t bmu;
+    int failures;
+    int64_t open_until_ns;
+    int64_t failed_ns;
+    int spent; /* failures used up the process's budget */
+
+    /* The write queue and its thread. */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcond;
+    pthread_cond_t qidle;
+    char *queue[QUEUE_CAP];
+    size_t qhead;
+    size_t qlen;
+    int busy;
+    int stop;
+    int started;
+    pthread_t thread;
+    redisContext *bg;
+    int bg_fd;
+    uint64_t dropped;
+};
+
+static pthread_mutex_t attach_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Set while this thread records what it fetched: no echo to the queue. */
+static _Thread_local int fetching;
+
+/* ---- breaker ---- */
+
+static int
+breaker_allow(struct mi_remote *r)
+{
+    int ok;
+
+    pthread_mutex_lock(&r->bmu);
+    ok = !r->spent && mi_now_ns() >= r->open_until_ns;
+    pthread_mutex_unlock(&r->bmu);
+    return ok;
+}
+
+static void
+breaker_fail(mithril_store *s, struct mi_remote *r, int64_t spent_ns,
+             const char *what)
+{
+    pthread_mutex_lock(&r->bmu);
+    r->failures++;
+    r->failed_ns += spent_ns;
+    if (!r->spent && r->failed_ns >= BUDGET_NS) {
+        r->spent = 1;
+        mi_log(MITHRIL_LOG_WARN,
+               "remote %s: off for this process (failures cost %lld ms)",
+               r->url, (long long)(r->failed_ns / 1000000));
+    } else if (r->failures >= BREAKER_FAILURES &&
+               mi_now_ns() >= r->open_until_ns) {
+        r->open_until_ns = mi_now_ns() + BREAKER_OPEN_NS;
+        mi_log(MITHRIL_LOG_WARN, "remote %s: %d failures, off for 30 s", r->url,
+               r->failures);
+    }
+    pthread_mutex_unlock(&r->bmu);
+    mi_log(MITHRIL_LOG_DEBUG, "remote %s: %s", r->url, what);
+    mithril_stats_add(s, MITHRIL_COUNTER_REMOTE_ERROR, 1);
+}
+
+static void
+breaker_ok(struct mi_remote *r)
+{
+    pthread_mutex_lock(&r->bmu);
+    r->failures = 0;
+    pthread_mutex_unlock(&r->bmu);
+}
+
+/*
+ * hiredis writes with write(2): a peer that went away would raise SIGPIPE
+ * and kill the process. The signal is blocked in this thread around remote
+ * calls and a pending one is consumed before unblocking.
+ */
+static void
+sigpipe_block(sigset_t *old)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+static void
+sigpipe_restore(const sigset_t *old)
+{
+    struct timespec zero = {0, 0};
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    if (!sigismember(old, SIGPIPE)) {
+        while (sigtimedwait(&set, NULL, &zero) > 0) {
+        }
+        pthread_sigmask(SIG_SETMASK, old, NULL);
+    }
+}
+
+/* ---- connections ---- */
+
+static int
+parse_url(const char *url, char *host, size_t host_len, int *port, int *db)
+{
+    const char *p;
+    const char *colon;
+    const char *slash;
+    size_t n;
+    char *end;
+    long v;
+
+    if (strncmp(url, "redis://", 8) != 0) {
+        return MITHRIL_EINVAL;
+    }
+    p = url + 8;
+    slash = strchr(p, '/');
+    colon = strchr(p, ':');
+    if (colon && slash && colon > slash) {
+        colon = NULL;
+    }
+    n = colon ? (size_t)(colon - p) : slash ? (size_t)(slash - p) : strlen(p);
+    if (n == 0 || n >= host_len) {
+        return MITHRIL_EINVAL;
+    }
+    memcpy(host, p, n);
+    host[n] = '\0';
+    *port = 6379;
+    *db = 0;
+    if (colon) {
+        v = strtol(colon + 1, &end, 10);
+        if (end == colon + 1 || v < 1 || v > 65535 || (*end && *end != '/')) {
+            return MITHRIL_EINVAL;
+        }
+        *port = (int)v;
+    }
+    if (slash && slash[1]) {
+        v = strtol(slash + 1, &end, 10);
+        if (end == slash + 1 || *end || v < 0 || v > 1000000) {
+            return MITHRIL_EINVAL;
+        }
+        *db = (int)v;
+    }
+    return 0;
+}
+
+static struct timeval
+ms_tv(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    return tv;
+}
+
+static redisContext *
+conn_open(struct mi_remote *r)
+{
+    redisContext *c;
+    redisReply *rep;
+
+    c = redisConnectWithTimeout(r->host, r->port, ms_tv(CONNECT_TIMEOUT_MS));
+    if (!c) {
+        return NULL;
+    }
+    if (c->err || redisSetTimeout(c, ms_tv(IO_TIMEOUT_MS)) != REDIS_OK) {
+        mi_log(MITHRIL_LOG_DEBUG, "remote %s: connect: %s", r->url, c->errstr);
+        redisFree(c);
+        return NULL;
+    }
+    if (r->db != 0) {
+        rep = redisCommand(c, "SELECT %d", r->db);
+        if (!rep || rep->type == REDIS_REPLY_ERROR) {
+            if (rep) {
+                freeReplyObject(rep);
+            }
+            redisFree(c);
+            return NULL;
+        }
+        freeReplyObject(rep);
+    }
+    return c;
+}
+
+/* A reply, or NULL on an I/O error (the connection is then unusable). */
+static redisReply *
+call(redisContext *c, int argc, const char **argv, const size_t *lens)
+{
+    return redisCommandArgv(c, argc, argv, lens);
+}
+
+static int
+reply_status(redisContext *c, redisReply *rep)
+{
+    int rc = 0;
+
+    if (!rep) {
+        return MITHRIL_EREMOTE;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        mi_log(MITHRIL_LOG_DEBUG, "remote: %s", rep->str);
+        rc = MITHRIL_EREMOTE;
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+static int
+cmd_set(redisContext *c, const char *key, const void *v1, size_t l1,
+        const void *v2, size_t l2)
+{
+    const char *argv[3] = {"SET", key, NULL};
+    size_t lens[3] = {3, strlen(key), 0};
+    char *joined = NULL;
+    int rc;
+
+    if (v2 && l2) {
+        joined = malloc(l1 + l2);
+        if (!joined) {
+            return -ENOMEM;
+        }
+        memcpy(joined, v1, l1);
+        memcpy(joined + l1, v2, l2);
+        argv[2] = joined;
+        lens[2] = l1 + l2;
+    } else {
+        argv[2] = v1;
+        lens[2] = l1;
+    }
+    rc = reply_status(c, call(c, 3, argv, lens));
+    free(joined);
+    return rc;
+}
+
+/* ---- attaching ---- */
+
+static void
+remote_free(struct mi_remote *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->qlen; i++) {
+        free(r->queue[(r->qhead + i) % QUEUE_CAP]);
+    }
+    if (r->fg) {
+        redisFree(r->fg);
+    }
+    if (r->bg) {
+        redisFree(r->bg);
+    }
+    pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->bmu);
+    pthread_mutex_destroy(&r->qmu);
+    pthread_cond_destroy(&r->qcond);
+    pthread_cond_destroy(&r->qidle);
+    free(r->url);
+    free(r);
+}
+
+static void remote_stop(mithril_store *s, struct mi_remote *r);
+
+int
+mithril_store_set_remote(mithril_store *s, const char *url, int read_only)
+{
+    struct mi_remote *r;
+    struct mi_remote *old;
+    int rc;
+
+    if (!s) {
+        return MITHRIL_EINVAL;
+    }
+    if (!url || !*url) {
+        pthread_mutex_lock(&attach_mu);
+        old = s->remote;
+        s->remote = NULL;
+        pthread_mutex_unlock(&attach_mu);
+        if (old) {
+            remote_stop(s, old);
+        }
+        return 0;
+    }
+    r = calloc(1, sizeof(*r));
+    if (!r) {
+        return -ENOMEM;
+    }
+    rc = parse_url(url, r->host, sizeof(r->host), &r->port, &r->db);
+    if (rc < 0) {
+        mi_log(MITHRIL_LOG_ERROR,
+               "remote '%s': expected redis://HOST:PORT[/DB]", url);
+        free(r);
+        return rc;
+    }
+    r->url = strdup(url);
+    if (!r->url) {
+        free(r);
+        return -ENOMEM;
+    }
+    r->read_only = read_only ? 1 : 0;
+    r->bg_fd = -1;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->bmu, NULL);
+    pthread_mutex_init(&r->qmu, NULL);
+    pthread_cond_init(&r->qcond, NULL);
+    pthread_cond_init(&r->qidle, NULL);
+    pthread_mutex_lock(&attach_mu);
+    old = s->remote;
+    s->remote = r;
+    pthread_mutex_unlock(&attach_mu);
+    if (old) {
+        remote_stop(s, old);
+    }
+    return 0;
+}
+
+/* The store's remote, attached on first use from MITHRIL_REMOTE. */
+static struct mi_remote *
+remote_of(mithril_store *s)
+{
+    struct mi_remote *r;
+    const char *url = NULL;
+
+    pthread_mutex_lock(&attach_mu);
+    r = s->remote;
+    if (!r && s->remote_url && *s->remote_url) {
+        url = s->remote_url;
+    }
+    pthread_mutex_unlock(&attach_mu);
+    if (r || !url) {
+        return r;
+    }
+    if (mithril_store_set_remote(s, url, s->remote_read_only) < 0) {
+        return NULL;
+    }
+    pthread_mutex_lock(&attach_mu);
+    r = s->remote;
+    pthread_mutex_unlock(&attach_mu);
+    return r;
+}
+
+/* ---- blobs ---- */
+
+static void
+put_le64(uint8_t *p, uint64_t v)
+{
+    int i;
+
+    for (i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static uint64_t
+get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    int i;
+
+    for (i = 7; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+static void
+blob_key(char *buf, size_t n, const char *addr, long chunk)
+{
+    if (chunk < 0) {
+        snprintf(buf, n, "mithril:b:%s", addr);
+    } else {
+        snprintf(buf, n, "mithril:b:%s:%ld", addr, chunk);
+    }
+}
+
+/*
+ * Compress data into *z when that saves at least an eighth; returns the
+ * compressed length, or 0 to send it raw.
+ */
+static size_t
+maybe_compress(const void *data, size_t len, void **z)
+{
+    size_t bound;
+    size_t n;
+    void *buf;
+
+    *z = NULL;
+    if (len < 512) {
+        return 0;
+    }
+    bound = ZSTD_compressBound(len);
+    buf = malloc(bound);
+    if (!buf) {
+        return 0;
+    }
+    n = ZSTD_compress(buf, bound, data, len, 1);
+    if (ZSTD_isError(n) || n > len - len / 8) {
+        free(buf);
+        return 0;
+    }
+    *z = buf;
+    return n;
+}
+
+/* Decode one payload (kind 'r' or 'z') of exactly want bytes into out. */
+static int
+decode_payload(char kind, const void *p, size_t n, void *out, size_t want)
+{
+    size_t got;
+
+    if (kind == 'r') {
+        if (n != want) {
+            return MITHRIL_ECORRUPT;
+        }
+        memcpy(out, p, n);
+        return 0;
+    }
+    if (kind != 'z') {
+        return MITHRIL_EFORMAT;
+    }
+    got = ZSTD_decompress(out, want, p, n);
+    if (ZSTD_isError(got) || got != want) {
+        return MITHRIL_ECORRUPT;
+    }
+    return 0;
+}
+
+static int
+temp_fd(mithril_store *s)
+{
+    char path[4096];
+    int fd;
+
+    fd = open(mithril_store_dir(s), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        return fd;
+    }
+    fd = mi_temp_open(mithril_store_dir(s), path, 0600);
+    if (fd >= 0) {
+        unlink(path);
+    }
+    return fd;
+}
+
+/* Send one local blob (content size len) to the remote. */
+static int
+push_blob(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
+          uint64_t *sent)
+{
+    uint8_t head[HEADER_LEN] = {'M', 'B', '1', 'r'};
+    char key[128];
+    void *data = NULL;
+    void *z = NULL;
+    size_t dlen = 0;
+    size_t zlen;
+    uint8_t *buf = NULL;
+    uint64_t nchunks;
+    uint64_t i;
+    ssize_t got;
+    int fd = -1;
+    int rc;
+
+    blob_key(key, sizeof(key), addr, -1);
+    if (len <= CHUNK) {
+        rc = mithril_store_get(s, addr, &data, &dlen);
+        if (rc < 0) {
+            return rc;
+        }
+        zlen = maybe_compress(data, dlen, &z);
+        head[3] = zlen ? 'z' : 'r';
+        put_le64(head + 4, dlen);
+        rc = cmd_set(c, key, head, HEADER_LEN, zlen ? z : data,
+                     zlen ? zlen : dlen);
+        *sent += HEADER_LEN + (zlen ? zlen : dlen);
+        goto out;
+    }
+
+    /* Large: stage the verified content, then send it chunk by chunk. */
+    fd = temp_fd(s);
+    if (fd < 0) {
+        return mi_log_errno("open temporary file", mithril_store_dir(s));
+    }
+    rc = mithril_store_get_fd(s, addr, fd);
+    if (rc < 0) {
+        goto out;
+    }
+    buf = malloc(CHUNK + 1);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    lseek(fd, 0, SEEK_SET);
+    nchunks = (len + CHUNK - 1) / CHUNK;
+    for (i = 0; i < nchunks; i++) {
+        size_t want = (size_t)(i + 1 < nchunks ? CHUNK : len - i * CHUNK);
+
+        got = mi_read_full(fd, buf + 1, want);
+        if (got != (ssize_t)want) {
+            rc = got < 0 ? (int)got : MITHRIL_ECORRUPT;
+            goto out;
+        }
+        zlen = maybe_compress(buf + 1, want, &z);
+        blob_key(key, sizeof(key), addr, (long)i);
+        buf[0] = zlen ? 'z' : 'r';
+        if (zlen) {
+            rc = cmd_set(c, key, buf, 1, z, zlen);
+        } else {
+            rc = cmd_set(c, key, buf, want + 1, NULL, 0);
+        }
+        free(z);
+        z = NULL;
+        if (rc < 0) {
+            goto out;
+        }
+        *sent += 1 + (zlen ? zlen : want);
+    }
+    head[3] = 'c';
+    put_le64(head + 4, len);
+    head[12] = (uint8_t)nchunks;
+    head[13] = (uint8_t)(nchunks >> 8);
+    head[14] = (uint8_t)(nchunks >> 16);
+    head[15] = (uint8_t)(nchunks >> 24);
+    blob_key(key, sizeof(key), addr, -1);
+    rc = cmd_set(c, key, head, HEADER_LEN, NULL, 0);
+    *sent += HEADER_LEN;
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(buf);
+    free(z);
+    mithril_free(data);
+    return rc;
+}
+
+/* Fetch the chunks of a chunked blob into the local store, verified. */
+static int
+fetch_chunks(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
+             uint64_t nchunks, uint64_t *got_bytes)
+{
+    uint8_t digest[MITHRIL_BLAKE3_OUT_LEN];
+    char hex[MITHRIL_HEX_SIZE];
+    char put_addr[MITHRIL_HEX_SIZE];
+    char key[128];
+    const char *argv[2] = {"GET", key};
+    size_t lens[2] = {3, 0};
+    mithril_blake3 h;
+    redisReply *rep = NULL;
+    uint8_t *buf = NULL;
+    uint64_t sent = 0;
+    uint64_t received = 0;
+    uint64_t i;
+    int fd = -1;
+    int rc = 0;
+
+    if (nchunks != (len + CHUNK - 1) / CHUNK) {
+        return MITHRIL_ECORRUPT;
+    }
+    buf = malloc(CHUNK);
+    fd = temp_fd(s);
+    if (!buf || fd < 0) {
+        rc = fd < 0 ? mi_log_errno("open temporary file", mithril_store_dir(s))
+                    : -ENOMEM;
+        goto out;
+    }
+    mithril_blake3_init(&h);
+    for (i = 0; i < nchunks; i++) {
+        size_t want = (size_t)(i + 1 < nchunks ? CHUNK : len - i * CHUNK);
+
+        /* Keep up to WINDOW requests in flight. */
+        while (sent < nchunks && sent < i + WINDOW) {
+            blob_key(key, sizeof(key), addr, (long)sent);
+            lens[1] = strlen(key);
+            if (redisAppendCommandArgv(c, 2, argv, lens) != REDIS_OK) {
+                rc = MITHRIL_EREMOTE;
+                goto out;
+            }
+            sent++;
+        }
+        if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
+            rep = NULL;
+            rc = MITHRIL_EREMOTE;
+            goto out;
+        }
+        received++;
+        if (rep->type == REDIS_REPLY_NIL) {
+            rc = MITHRIL_ENOTFOUND;
+        } else if (rep->type != REDIS_REPLY_STRING || rep->len < 1) {
+            rc = MITHRIL_EREMOTE;
+        } else {
+            rc = decode_payload(rep->str[0], rep->str + 1, (size_t)rep->len - 1,
+                                buf, want);
+        }
+        freeReplyObject(rep);
+        rep = NULL;
+        if (rc == 0) {
+            mithril_blake3_update(&h, buf, want);
+            rc = mi_write_all(fd, buf, want);
+        }
+        if (rc < 0) {
+            goto out;
+        }
+    }
+    mithril_blake3_finalize(&h, digest, sizeof(digest));
+    mithril_hex(digest, sizeof(digest), hex);
+    if (strcmp(hex, addr) != 0) {
+        rc = MITHRIL_ECORRUPT;
+        goto out;
+    }
+    lseek(fd, 0, SEEK_SET);
+    rc = mithril_store_put_fd(s, fd, put_addr);
+    if (rc == 0 && strcmp(put_addr, addr) != 0) {
+        rc = MITHRIL_ECORRUPT;
+    }
+    if (rc == 0) {
+        *got_bytes += len;
+    }
+out:
+    /* Replies still owed after a failure: read and drop them. */
+    while (rc != MITHRIL_EREMOTE && received < sent) {
+        if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
+            rc = MITHRIL_EREMOTE;
+            break;
+        }
+        freeReplyObject(rep);
+        received++;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(buf);
+    return rc;
+}
+
+/* Verify a header reply's inline payload and store it. */
+static int
+store_inline(mithril_store *s, const redisReply *rep, const char *addr,
+             uint64_t len, uint64_t *got_bytes)
+{
+    uint8_t digest[MITHRIL_BLAKE3_OUT_LEN];
+    char hex[MITHRIL_HEX_SIZE];
+    char put_addr[MITHRIL_HEX_SIZE];
+    void *buf;
+    int rc;
+
+    buf = malloc(len ? (size_t)len : 1);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    rc = decode_payload(rep->str[3], rep->str + HEADER_LEN,
+                        (size_t)rep->len - HEADER_LEN, buf, (size_t)len);
+    if (rc == 0) {
+        mithril_blake3_hash(buf, (size_t)len, digest);
+        mithril_hex(digest, sizeof(digest), hex);
+        rc = strcmp(hex, addr) == 0 ? 0 : MITHRIL_ECORRUPT;
+    }
+    if (rc == 0) {
+        rc = mithril_store_put(s, buf, (size_t)len, put_addr);
+    }
+    if (rc == 0 && strcmp(put_addr, addr) != 0) {
+        rc = MITHRIL_ECORRUPT;
+    }
+    if (rc == 0) {
+        *got_bytes += len;
+    }
+    free(buf);
+    return rc;
+}
+
+/* A chunked blob seen in a pipelined header reply, fetched afterwards. */
+struct deferred {
+    const mithril_item *item;
+    uint64_t nchunks;
+};
+
+static int
+check_header(const redisReply *rep, const mithril_item *it, uint64_t *nchunks)
+{
+    const uint8_t *h = (const uint8_t *)rep->str;
+    char kind;
+
+    if (rep->type != REDIS_REPLY_STRING || rep->len < HEADER_LEN ||
+        memcmp(h, "MB1", 3) != 0) {
+        return MITHRIL_EFORMAT;
+    }
+    kind = (char)h[3];
+    if (get_le64(h + 4) != it->size) {
+        return MITHRIL_ECORRUPT;
+    }
+    *nchunks = (uint64_t)h[12] | (uint64_t)h[13] << 8 | (uint64_t)h[14] << 16 |
+               (uint64_t)h[15] << 24;
+    if (kind == 'c' ? rep->len != HEADER_LEN
+                    : (kind != 'r' && kind != 'z') || it->size > CHUNK) {
+        return MITHRIL_EFORMAT;
+    }
+    return 0;
+}
+
+/*
+ * Fetch every item's blob that is not local. Header GETs are pipelined
+ * WINDOW at a time; chunked blobs follow once the window's replies are in.
+ */
+static int
+fetch_blobs(mithril_store *s, redisContext *c, const struct mi_wire *w,
+            uint64_t *files, uint64_t *bytes)
+{
+    struct deferred later[WINDOW];
+    const mithril_item *batch[WINDOW];
+    char key[128];
+    const char *argv[2] = {"GET", key};
+    size_t lens[2] = {3, 0};
+    redisReply *rep;
+    size_t next = 0;
+    size_t nb;
+    size_t nl;
+    size_t i;
+    int rc = 0;
+
+    while (next < w->n_items) {
+        nb = 0;
+        while (next < w->n_items && nb < WINDOW) {
+            const mithril_item *it = &w->items[next++];
+
+            if (mithril_store_exists(s, it->addr) == 1) {
+                continue;
+            }
+            blob_key(key, sizeof(key), it->addr, -1);
+            lens[1] = strlen(key);
+            if (redisAppendCommandArgv(c, 2, argv, lens) != REDIS_OK) {
+                return MITHRIL_EREMOTE;
+            }
+            batch[nb++] = it;
+        }
+        nl = 0;
+        for (i = 0; i < nb; i++) {
+            uint64_t nch = 0;
+            int one;
+
+            if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
+                return MITHRIL_EREMOTE;
+            }
+            if (rc < 0) {
+                freeReplyObject(rep);
+                continue;
+            }
+            if (rep->type == REDIS_REPLY_NIL) {
+                one = MITHRIL_ENOTFOUND;
+            } else {
+                one = check_header(rep, batch[i], &nch);
+            }
+            if (one == 0 && rep->str[3] == 'c') {
+                later[nl].item = batch[i];
+                later[nl++].nchunks = nch;
+            } else if (one == 0) {
+                one =
+                    store_inline(s, rep, batch[i]->addr, batch[i]->size, bytes);
+                *files += one == 0;
+            }
+            freeReplyObject(rep);
+            rc = one;
+        }
+        for (i = 0; rc == 0 && i < nl; i++) {
+            rc = fetch_chunks(s, c, later[i].item->addr, later[i].item->size,
+                              later[i].nchunks, bytes);
+            *files += rc == 0;
+        }
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---- entries ---- */
+
+struct fetch_result {
+    uint64_t files;
+    uint64_t bytes;
+};
+
+/*
+ * Fetch entry key with its blobs and record it. MITHRIL_ENOTFOUND: not
+ * there; MITHRIL_EREMOTE: the connection failed; MITHRIL_EPATH or
+ * MITHRIL_ESIGNATURE: rejected; MITHRIL_ECORRUPT: a blob did not verify.
+ */
+static int
+fetch_entry(mithril_store *s, redisContext *c, const char *key,
+            struct fetch_result *res)
+{
+    char rkey[600];
+    const char *argv[2] = {"GET", rkey};
+    size_t lens[2] = {3, 0};
+    struct mi_wire w;
+    redisReply *rep;
+    int rc;
+
+    snprintf(rkey, sizeof(rkey), "mithril:e:%s", key);
+    lens[1] = strlen(rkey);
+    rep = call(c, 2, argv, lens);
+    if (!rep) {
+        return MITHRIL_EREMOTE;
+    }
+    if (rep->type == REDIS_REPLY_NIL) {
+        freeReplyObject(rep);
+        return MITHRIL_ENOTFOUND;
+    }
+    if (rep->type != REDIS_REPLY_STRING || (size_t)rep->len > MI_WIRE_MAX) {
+        freeReplyObject(rep);
+        return MITHRIL_EREMOTE;
+    }
+    rc = mi_wire_decode(rep->str, (size_t)rep->len, &w);
+    freeReplyObject(rep);
+    if (rc < 0) {
+        mi_log(MITHRIL_LOG_WARN, "rejected entry '%s' from %s: malformed", key,
+               "remote");
+        mithril_stats_add(s, MITHRIL_COUNTER_REJECTED, 1);
+        return MITHRIL_ESIGNATURE;
+    }
+    if (strcmp(w.key, key) != 0) {
+        mi_log(MITHRIL_LOG_WARN,
+               "rejected entry '%s' from remote: it names "
+               "key '%s'",
+               key, w.key);
+        mithril_stats_add(s, MITHRIL_COUNTER_REJECTED, 1);
+        rc = MITHRIL_ESIGNATURE;
+        goto out;
+    }
+    rc = mi_wire_accept(s, &w, "remote");
+    if (rc < 0) {
+        goto out;
+    }
+    rc = fetch_blobs(s, c, &w, &res->files, &res->bytes);
+    if (rc == MITHRIL_ECORRUPT) {
+        mi_log(MITHRIL_LOG_WARN,
+               "rejected entry '%s' from remote: a blob does not match its "
+               "address",
+               key);
+        mithril_stats_add(s, MITHRIL_COUNTER_REJECTED, 1);
+    }
+    if (rc == 0) {
+        fetching = 1;
+        rc = mithril_entry_put(s, w.key, w.items, w.n_items, w.meta);
+        fetching = 0;
+    }
+out:
+    mi_wire_release(&w);
+    return rc;
+}
+
+/* Send one local entry and the blobs the remote lacks. */
+static int
+push_entry(mithril_store *s, redisContext *c, const mithril_entry *e,
+           uint64_t *files, uint64_t *bytes)
+{
+    char rkey[600];
+    char tag[17];
+    char tkey[64];
+    char key[128];
+    const char *argv[3];
+    size_t lens[3];
+    struct mi_buf enc = {0};
+    redisReply *rep;
+    size_t i;
+    size_t n;
+    int rc = 0;
+
+    /* Which blobs are missing there: EXISTS, pipelined 16 at a time. */
+    for (i = 0; i < e->n_items; i += n) {
+        int missing[16];
+        size_t j;
+
+        n = e->n_items - i < 16 ? e->n_items - i : 16;
+        for (j = 0; j < n; j++) {
+            blob_key(key, sizeof(key), e->items[i + j].addr, -1);
+            argv[0] = "EXISTS";
+            argv[1] = key;
+            lens[0] = 6;
+            lens[1] = strlen(key);
+            if (redisAppendCommandArgv(c, 2, argv, lens) != REDIS_OK) {
+                return MITHRIL_EREMOTE;
+            }
+        }
+        for (j = 0; j < n; j++) {
+            if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
+                return MITHRIL_EREMOTE;
+            }
+            missing[j] = rep->type != REDIS_REPLY_INTEGER || rep->integer == 0;
+            freeReplyObject(rep);
+        }
+        for (j = 0; j < n && rc == 0; j++) {
+            if (missing[j]) {
+                rc = push_blob(s, c, e->items[i + j].addr, e->items[i + j].size,
+                               bytes);
+                *files += rc == 0;
+            }
+        }
+        if (rc < 0) {
+            return rc;
+        }
+    }
+
+    rc = mi_wire_encode(s, e->key, e->meta, e->items, e->n_items, &enc);
+    if (rc < 0) {
+        return rc;
+    }
+    snprintf(rkey, sizeof(rkey), "mithril:e:%s", e->key);
+    rc = cmd_set(c, rkey, enc.data, enc.len, NULL, 0);
+    *bytes += enc.len;
+    mi_buf_release(&enc);
+    argv[0] = "SADD";
+    argv[1] = "mithril:entries";
+    argv[2] = e->key;
+    lens[0] = 4;
+    lens[1] = strlen(argv[1]);
+    lens[2] = strlen(e->key);
+    if (rc == 0) {
+        rc = reply_status(c, call(c, 3, argv, lens));
+    }
+    if (rc == 0 && mi_meta_tag(e->meta, tag) == 0) {
+        snprintf(tkey, sizeof(tkey), "mithril:tc:%s", tag);
+        argv[1] = tkey;
+        lens[1] = strlen(tkey);
+        rc = reply_status(c, call(c, 3, argv, lens));
+    }
+    return rc;
+}
+
+/*
+ * Run op on the foreground connection under the breaker. An I/O failure
+ * drops the connection and counts against the breaker.
+ */
+static int
+with_fg(mithril_store *s, struct mi_remote *r, redisContext **out)
+{
+    int64_t t0 = mi_now_ns();
+
+    if (!breaker_allow(r)) {
+        return MITHRIL_EREMOTE;
+    }
+    if (!r->fg) {
+        r->fg = conn_open(r);
+        if (!r->fg) {
+            breaker_fail(s, r, mi_now_ns() - t0, "connect failed");
+            return MITHRIL_EREMOTE;
+        }
+    }
+    *out = r->fg;
+    return 0;
+}
+
+static void
+after_fg(mithril_store *s, struct mi_remote *r, int rc, int64_t t0)
+{
+    if (rc == MITHRIL_EREMOTE || (r->fg && r->fg->err)) {
+        if (r->fg) {
+            redisFree(r->fg);
+            r->fg = NULL;
+        }
+        breaker_fail(s, r, mi_now_ns() - t0, "call failed");
+    } else {
+        breaker_ok(r);
+    }
+}
+
+int
+mi_remote_fetch_entry(mithril_store *s, const char *key)
+{
+    struct fetch_result res = {0, 0};
+    struct mi_remote *r;
+    redisContext *c;
+    sigset_t old;
+    int64_t t0;
+    int rc;
+
+    if (!s || !key || fetching) {
+        return MITHRIL_ENOTFOUND;
+    }
+    r = remote_of(s);
+    if (!r) {
+        return MITHRIL_ENOTFOUND;
+    }
+    pthread_mutex_lock(&r->mu);
+    sigpipe_block(&old);
+    t0 = mi_now_ns();
+    rc = with_fg(s, r, &c);
+    if (rc == 0) {
+        rc = fetch_entry(s, c, key, &res);
+        after_fg(s, r, rc, t0);
+    }
+    sigpipe_restore(&old);
+    pthread_mutex_unlock(&r->mu);
+    if (rc == 0) {
+        mithril_stats_add(s, MITHRIL_COUNTER_REMOTE_HIT, 1);
+        return 0;
+    }
+    if (rc == MITHRIL_ENOTFOUND) {
+        mithril_stats_add(s, MITHRIL_COUNTER_REMOTE_MISS, 1);
+    } else if (rc != MITHRIL_EREMOTE) {
+        mi_log(MITHRIL_LOG_DEBUG, "remote entry '%s': %s", key,
+               mithril_strerror(rc));
+    }
+    return MITHRIL_ENOTFOUND;
+}
+
+/* ---- the write queue ---- */
+
+static void
+push_queued(mithril_store *s, struct mi_remote *r, const char *key)
+{
+    uint64_t files = 0;
+    uint64_t bytes = 0;
+    mithril_entry *e = NULL;
+    sigset_t old;
+    int64_t t0;
+    int rc;
+
+    if (!breaker_allow(r)) {
+        return;
+    }
+    if (mithril_entry_peek(s, key, &e) < 0) {
+        return;
+    }
+    sigpipe_block(&old);
+    t0 = mi_now_ns();
+    if (!r->bg) {
+        redisContext *c = conn_open(r);
+
+        pthread_mutex_lock(&r->qmu);
+        r->bg = c;
+        r->bg_fd = c ? c->fd : -1;
+        pthread_mutex_unlock(&r->qmu);
+    }
+    rc = r->bg ? push_entry(s, r->bg, e, &files, &bytes) : MITHRIL_EREMOTE;
+    if (rc == MITHRIL_EREMOTE || (r->bg && r->bg->err)) {
+        pthread_mutex_lock(&r->qmu);
+        if (r->bg) {
+            redisFree(r->bg);
+        }
+        r->bg = NULL;
+        r->bg_fd = -1;
+        pthread_mutex_unlock(&r->qmu);
+        breaker_fail(s, r, mi_now_ns() - t0, "queued push failed");
+    } else if (rc == 0) {
+        breaker_ok(r);
+    }
+    sigpipe_restore(&old);
+    mithril_entry_free(e);
+}
+
+struct worker_arg {
+    mithril_store *s;
+    struct mi_remote *r;
+};
+
+static void *
+worker(void *arg)
+{
+    struct worker_arg *wa = arg;
+    mithril_store *s = wa->s;
+    struct mi_remote *r = wa->r;
+    char *key;
+
+    free(wa);
+    pthread_mutex_lock(&r->qmu);
+    for (;;) {
+        while (r->qlen == 0 && !r->stop) {
+            pthread_cond_wait(&r->qcond, &r->qmu);
+        }
+        if (r->stop) {
+            break;
+        }
+        key = r->queue[r->qhead];
+        r->qhead = (r->qhead + 1) % QUEUE_CAP;
+        r->qlen--;
+        r->busy = 1;
+        pthread_mutex_unlock(&r->qmu);
+        push_queued(s, r, key);
+        free(key);
+        pthread_mutex_lock(&r->qmu);
+        r->busy = 0;
+        if (r->qlen == 0) {
+            pthread_cond_broadcast(&r->qidle);
+        }
+    }
+    r->busy = 0;
+    pthread_cond_broadcast(&r->qidle);
+    pthread_mutex_unlock(&r->qmu);
+    return NULL;
+}
+
+void
+mi_remote_enqueue_entry(mithril_store *s, const char *key)
+{
+    struct worker_arg *wa;
+    struct mi_remote *r;
+    sigset_t all;
+    sigset_t old;
+    char *copy;
+
+    if (!s || !key || fetching) {
+        return;
+    }
+    r = remote_of(s);
+    if (!r || r->read_only || !breaker_allow(r)) {
+        return;
+    }
+    copy = strdup(key);
+    if (!copy) {
+        return;
+    }
+    pthread_mutex_lock(&r->qmu);
+    if (!r->started && !r->stop) {
+        wa = malloc(sizeof(*wa));
+        if (wa) {
+            wa->s = s;
+            wa->r = r;
+            /* The thread takes no signals meant for the application. */
+            sigfillset(&all);
+            pthread_sigmask(SIG_SETMASK, &all, &old);
+            if (pthread_create(&r->thread, NULL, worker, wa) == 0) {
+                r->started = 1;
+            } else {
+                free(wa);
+            }
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+        }
+    }
+    if (!r->started || r->stop || r->qlen == QUEUE_CAP) {
+        if (r->dropped++ == 0) {
+            mi_log(MITHRIL_LOG_DEBUG, "remote %s: write queue full, dropping",
+                   r->url);
+        }
+        free(copy);
+    } else {
+        r->queue[(r->qhead + r->qlen) % QUEUE_CAP] = copy;
+        r->qlen++;
+        pthread_cond_signal(&r->qcond);
+    }
+    pthread_mutex_unlock(&r->qmu);
+}
+
+static int
+drain(struct mi_remote *r, int timeout_ms)
+{
+    struct timespec deadline;
+    int rc = 0;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&r->qmu);
+    while (r->started && (r->qlen > 0 || r->busy) && rc == 0) {
+        rc = pthread_cond_timedwait(&r->qidle, &r->qmu, &deadline);
+    }
+    rc = (r->started && (r->qlen > 0 || r->busy)) ? -ETIMEDOUT : 0;
+    pthread_mutex_unlock(&r->qmu);
+    return rc;
+}
+
+int
+mithril_remote_drain(mithril_store *s, int timeout_ms)
+{
+    struct mi_remote *r;
+
+    if (!s) {
+        return MITHRIL_EINVAL;
+    }
+    pthread_mutex_lock(&attach_mu);
+    r = s->remote;
+    pthread_mutex_unlock(&attach_mu);
+    if (!r) {
+        return 0;
+    }
+    return drain(r, timeout_ms < 0 ? 0 : timeout_ms);
+}
+
+static void
+remote_stop(mithril_store *s, struct mi_remote *r)
+{
+    size_t i;
+
+    if (drain(r, CLOSE_DRAIN_MS) < 0) {
+        mi_log(MITHRIL_LOG_WARN, "remote %s: %zu queued entries not sent",
+               r->url, r->qlen + (size_t)r->busy);
+    }
+    pthread_mutex_lock(&r->qmu);
+    r->stop = 1;
+    for (i = 0; i < r->qlen; i++) {
+        free(r->queue[(r->qhead + i) % QUEUE_CAP]);
+    }
+    r->qlen = 0;
+    /* Cut a call in flight short instead of waiting out its timeout. */
+    if (r->busy && r->bg_fd >= 0) {
+        shutdown(r->bg_fd, SHUT_RDWR);
+    }
+    pthread_cond_broadcast(&r->qcond);
+    pthread_mutex_unlock(&r->qmu);
+    if (r->started) {
+        pthread_join(r->thread, NULL);
+    }
+    remote_free(r);
+}
+
+void
+mi_remote_close(mithril_store *s)
+{
+    struct mi_remote *r;
+
+    if (!s) {
+        return;
+    }
+    pthread_mutex_lock(&attach_mu);
+    r = s->remote;
+    s->remote = NULL;
+    pthread_mutex_unlock(&attach_mu);
+    if (r) {
+        remote_stop(s, r);
+    }
+}
+
+/* ---- push and pull ---- */
+
+struct key_list {
+    char **keys;
+    size_t n;
+    size_t cap;
+    const char *tag;
+    int rc;
+};
+
+static int
+key_list_add(struct key_list *l, const char *key)
+{
+    char **p;
+
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        p = realloc(l->keys, l->cap * sizeof(*p));
+        if (!p) {
+            return -ENOMEM;
+        }
+        l->keys = p;
+    }
+    l->keys[l->n] = strdup(key);
+    if (!l->keys[l->n]) {
+        return -ENOMEM;
+    }
+    l->n++;
+    return 0;
+}
+
+static void
+key_list_release(struct key_list *l)
+{
+    size_t i;
+
+    for (i = 0; i < l->n; i++) {
+        free(l->keys[i]);
+    }
+    free(l->keys);
+}
+
+static int
+collect_local(const mithril_entry *e, void *ctx)
+{
+    struct key_list *l = ctx;
+
+    if (l->tag && !mi_meta_has_tag(e->meta, l->tag)) {
+        return 0;
+    }
+    l->rc = key_list_add(l, e->key);
+    return l->rc < 0;
+}
+
+int
+mi_collect_entries(mithril_store *s, const char *toolchain, char ***keys,
+                   size_t *n)
+{
+    struct key_list l = {0};
+    char tag[17];
+    int rc;
+
+    if (toolchain) {
+        mi_toolchain_tag(toolchain, tag);
+        l.tag = tag;
+    }
+    rc = mithril_entry_foreach(s, collect_local, &l);
+    if (rc == 0) {
+        rc = l.rc;
+    }
+    if (rc < 0) {
+        key_list_release(&l);
+        return rc;
+    }
+    *keys = l.keys;
+    *n = l.n;
+    return 0;
+}
+
+void
+mi_free_keys(char **keys, size_t n)
+{
+    struct key_list l = {keys, n, n, NULL, 0};
+
+    key_list_release(&l);
+}
+
+int
+mithril_remote_push(mithril_store *s, const char *toolchain,
+                    mithril_progress_fn fn, void *ctx, mithril_sync_result *out)
+{
+    mithril_sync_result res = {0};
+    struct mi_remote *r;
+    redisContext *c;
+    mithril_entry *e;
+    char **keys = NULL;
+    size_t n = 0;
+    size_t i;
+    sigset_t old;
+    int64_t t0;
+    int rc;
+
+    if (!s) {
+        return MITHRIL_EINVAL;
+    }
+    r = remote_of(s);
+    if (!r) {
+        mi_log(MITHRIL_LOG_ERROR, "push: no remote (--remote or "
+                                  "MITHRIL_REMOTE)");
+        return MITHRIL_EINVAL;
+    }
+    if (r->read_only) {
+        return MITHRIL_ERDONLY;
+    }
+    rc = mi_collect_entries(s, toolchain, &keys, &n);
+    if (rc < 0) {
+        return rc;
+    }
+    pthread_mutex_lock(&r->mu);
+    sigpipe_block(&old);
+    for (i = 0; i < n && rc == 0; i++) {
+        if (mithril_entry_peek(s, keys[i], &e) < 0) {
+            res.skipped++;
+            continue;
+        }
+        t0 = mi_now_ns();
+        rc = with_fg(s, r, &c);
+        if (rc == 0) {
+            rc = push_entry(s, c, e, &res.files, &res.bytes);
+            after_fg(s, r, rc, t0);
+        }
+        mithril_entry_free(e);
+        if (rc == MITHRIL_ENOTFOUND || rc == MITHRIL_ECORRUPT) {
+            /* A local blob went missing or bad: skip that entry. */
+            mi_log(MITHRIL_LOG_WARN, "push: entry '%s' skipped: %s", keys[i],
+                   mithril_strerror(rc));
+            res.skipped++;
+            rc = 0;
+            continue;
+        }
+        res.entries += rc == 0;
+        if (fn) {
+            fn(i + 1, n, ctx);
+        }
+    }
+    sigpipe_restore(&old);
+    pthread_mutex_unlock(&r->mu);
+    mi_free_keys(keys, n);
+    if (rc < 0) {
+        mi_log(MITHRIL_LOG_ERROR, "push to %s: %s", r->url,
+               mithril_strerror(rc));
+        return rc;
+    }
+    if (out) {
+        *out = res;
+    }
+    return 0;
+}
+
+/* The entry keys the remote lists for a toolchain (or all of them). */
+static int
+remote_keys(redisContext *c, const char *toolchain, struct key_list *l)
+{
+    char tag[17];
+    char skey[64] = "mithril:entries";
+    const char *argv[2] = {"SMEMBERS", skey};
+    size_t lens[2] = {8, 0};
+    redisReply *rep;
+    size_t i;
+    int rc = 0;
+
+    if (toolchain) {
+        mi_toolchain_tag(toolchain, tag);
+        snprintf(skey, sizeof(skey), "mithril:tc:%s", tag);
+    }
+    lens[1] = strlen(skey);
+    rep = call(c, 2, argv, lens);
+    if (!rep) {
+        return MITHRIL_EREMOTE;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(rep);
+        return MITHRIL_EREMOTE;
+    }
+    for (i = 0; i < rep->elements && rc == 0; i++) {
+        const redisReply *el = rep->element[i];
+
+        if (el->type == REDIS_REPLY_STRING && el->len > 0 && el->len <= 512 &&
+            !memchr(el->str, '\0', (size_t)el->len)) {
+            rc = key_list_add(l, el->str);
+        }
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+int
+mithril_remote_pull(mithril_store *s, const char *toolchain,
+                    mithril_progress_fn fn, void *ctx, mithril_sync_result *out)
+{
+    mithril_sync_result res = {0};
+    struct fetch_result fr;
+    struct key_list l = {0};
+    struct mi_remote *r;
+    redisContext *c;
+    mithril_entry *e;
+    sigset_t old;
+    int64_t t0;
+    size_t i;
+    int rc;
+
+    if (!s) {
+        return MITHRIL_EINVAL;
+    }
+    r = remote_of(s);
+    if (!r) {
+        mi_log(MITHRIL_LOG_ERROR, "pull: no remote (--remote or "
+                                  "MITHRIL_REMOTE)");
+        return MITHRIL_EINVAL;
+    }
+    pthread_mutex_lock(&r->mu);
+    sigpipe_block(&old);
+    t0 = mi_now_ns();
+    rc = with_fg(s, r, &c);
+    if (rc == 0) {
+        rc = remote_keys(c, toolchain, &l);
+        after_fg(s, r, rc, t0);
+    }
+    for (i = 0; i < l.n && rc == 0; i++) {
+        if (mithril_entry_peek(s, l.keys[i], &e) == 0) {
+            mithril_entry_free(e);
+            res.skipped++;
+        } else {
+            t0 = mi_now_ns();
+            rc = with_fg(s, r, &c);
+            if (rc < 0) {
+                break;
+            }
+            fr.files = 0;
+            fr.bytes = 0;
+            rc = fetch_entry(s, c, l.keys[i], &fr);
+            after_fg(s, r, rc, t0);
+            res.files += fr.files;
+            res.bytes += fr.bytes;
+            if (rc == 0) {
+                res.entries++;
+            } else if (rc == MITHRIL_ENOTFOUND) {
+                res.skipped++;
+                rc = 0;
+            } else if (rc == MITHRIL_EPATH || rc == MITHRIL_ESIGNATURE ||
+                       rc == MITHRIL_ECORRUPT) {
+                res.rejected++;
+                rc = 0;
+            }
+        }
+        if (fn) {
+            fn(i + 1, l.n, ctx);
+        }
+    }
+    sigpipe_restore(&old);
+    pthread_mutex_unlock(&r->mu);
+    key_list_release(&l);
+    if (rc < 0) {
+        mi_log(MITHRIL_LOG_ERROR, "pull from %s: %s", r->url,
+               mithril_strerror(rc));
+        return rc;
+    }
+    if (out) {
+        *out = res;
+    }
+    return 0;
+}
