@@ -68,7 +68,16 @@ static const char *const dtype_names[] = {
     "float8_e8m0fnu", "float4_e2m1fn_x2",
     "qint8",          "quint8",
     "qint32",         "quint4x2",
-    "quint2x4",
+    "quint2x4",       "int1",
+    "int2",           "int3",
+    "int4",           "int5",
+    "int6",           "int7",
+    "uint1",          "uint2",
+    "uint3",          "uint4",
+    "uint5",          "uint6",
+    "uint7",          "bits1x8",
+    "bits2x4",        "bits4x2",
+    "bits8",          "bits16",
 };
 
 static const struct {
