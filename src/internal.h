@@ -172,6 +172,28 @@ int mi_config_load(mithril_store *s);
  */
 int mi_key_encode(const mithril_key *k, uint8_t **out, size_t *out_len);
 
+/* ---- capture.c: torch working folder ---- */
+
+/* tc: the first 16 hex characters of BLAKE3(toolchain), NUL-terminated. */
+void mi_capture_tag(const char *toolchain, char tc[17]);
+/*
+ * The key ("w1/<tc>/...") of the captured entry that owns path (relative
+ * to work_dir, or absolute below it). MITHRIL_ENOTFOUND when capture
+ * never records such a file (temp, lock, outside work_dir).
+ */
+int mi_capture_key_for_path(const char *work_dir, const char *path,
+                            const char *toolchain, char *key, size_t n);
+/*
+ * Store the files names[0..n) (relative to work_dir) as blobs and record
+ * one entry under key with meta. Files that vanished or that capture
+ * never records are skipped (counted); MITHRIL_ENOTFOUND if none is left;
+ * MITHRIL_EPATH for an unsafe name.
+ */
+int mi_capture_put_files(mithril_store *s, const char *key,
+                         const char *work_dir, const char *const *names,
+                         size_t n, const char *meta,
+                         mithril_sync_result *out);
+
 /* ---- time ---- */
 
 int64_t mi_now_ns(void);
