@@ -71,6 +71,8 @@ struct mi_index {
     struct mi_touch *batch;
     size_t n_batch;
     int64_t batch_start;
+    pid_t pid;
+    struct mi_env *shared;
     MDB_txn *bulk;
     size_t bulk_n;
     struct mi_totals bulk_tot;
@@ -812,16 +814,148 @@ index_setup(struct mi_index *ix)
     return db_err(mdb_txn_commit(txn), "commit");
 }
 
+/*
+ * LMDB must not open one environment twice in a process (closing one
+ * would drop the other's file locks), so store handles on the same folder
+ * share one environment, counted here. A child after fork never uses its
+ * parent's environment: each one records the pid that opened it.
+ */
+struct mi_env {
+    struct mi_env *next;
+    dev_t dev;
+    ino_t ino;
+    pid_t pid;
+    int refs;
+    MDB_env *env;
+    MDB_dbi meta, entries, lru, blobs, orphans;
+};
+
+static pthread_mutex_t env_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct mi_env *envs;
+
+static void
+env_share(struct mi_index *ix, const struct mi_env *e)
+{
+    ix->env = e->env;
+    ix->meta = e->meta;
+    ix->entries = e->entries;
+    ix->lru = e->lru;
+    ix->blobs = e->blobs;
+    ix->orphans = e->orphans;
+    ix->shared = (struct mi_env *)e;
+}
+
+/* Open the environment at path, or share the one this process has. */
+static int
+env_acquire(struct mi_index *ix, const char *path)
+{
+    struct mi_env *e;
+    struct stat st;
+    int rc, dead;
+
+    if (stat(path, &st) < 0) {
+        if (errno == ENOENT && ix->readonly) {
+            ix->absent = 1;
+            return 0;
+        }
+        return mi_log_errno("stat", path);
+    }
+    pthread_mutex_lock(&env_mu);
+    for (e = envs; e; e = e->next) {
+        if (e->dev == st.st_dev && e->ino == st.st_ino && e->pid == getpid()) {
+            e->refs++;
+            env_share(ix, e);
+            pthread_mutex_unlock(&env_mu);
+            return 0;
+        }
+    }
+    rc = mdb_env_create(&ix->env);
+    if (rc != 0) {
+        rc = db_err(rc, "create environment");
+        goto out;
+    }
+    mdb_env_set_mapsize(ix->env, sizeof(size_t) >= 8 ? (size_t)64 << 30
+                                                     : (size_t)1 << 30);
+    mdb_env_set_maxdbs(ix->env, 8);
+    mdb_env_set_maxreaders(ix->env, 1022);
+    rc = mdb_env_open(ix->env, path,
+                      MDB_NOTLS | (ix->readonly ? MDB_RDONLY : 0), 0600);
+    if (rc != 0) {
+        rc = db_err(rc, "open environment");
+        goto out;
+    }
+    mdb_reader_check(ix->env, &dead);
+    rc = index_setup(ix);
+    if (rc < 0 || ix->absent) {
+        goto out;
+    }
+    e = calloc(1, sizeof(*e));
+    if (!e) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    e->dev = st.st_dev;
+    e->ino = st.st_ino;
+    e->pid = getpid();
+    e->refs = 1;
+    e->env = ix->env;
+    e->meta = ix->meta;
+    e->entries = ix->entries;
+    e->lru = ix->lru;
+    e->blobs = ix->blobs;
+    e->orphans = ix->orphans;
+    e->next = envs;
+    envs = e;
+    ix->shared = e;
+
+out:
+    if ((rc < 0 || ix->absent) && ix->env) {
+        mdb_env_close(ix->env);
+        ix->env = NULL;
+    }
+    pthread_mutex_unlock(&env_mu);
+    return rc;
+}
+
+static void
+env_release(struct mi_index *ix)
+{
+    struct mi_env **pp;
+
+    if (!ix->shared) {
+        return;
+    }
+    pthread_mutex_lock(&env_mu);
+    for (pp = &envs; *pp; pp = &(*pp)->next) {
+        if (*pp == ix->shared) {
+            if (--ix->shared->refs == 0) {
+                *pp = ix->shared->next;
+                mdb_env_close(ix->shared->env);
+                free(ix->shared);
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&env_mu);
+    ix->shared = NULL;
+    ix->env = NULL;
+}
+
 static int
 index_open_locked(mithril_store *s)
 {
     struct mi_index *ix = NULL;
     char path[PATH_MAX];
-    int rc, dead;
+    int rc;
 
-    if (s->index) {
+    if (s->index && s->index->pid == getpid()) {
         return 0;
     }
+    /*
+     * A handle inherited through fork: the parent's environment and batch
+     * are not ours to use or free; leave them and open afresh.
+     */
+    s->index = NULL;
     ix = calloc(1, sizeof(*ix));
     if (!ix) {
         return -ENOMEM;
@@ -832,36 +966,14 @@ index_open_locked(mithril_store *s)
         return -ENOMEM;
     }
     pthread_mutex_init(&ix->batch_mu, NULL);
+    ix->pid = getpid();
     ix->readonly = (s->flags & MITHRIL_OPEN_READONLY) != 0;
     snprintf(path, sizeof(path), "%s/index", s->dir);
     if (!ix->readonly && mi_sys.mkdir(path, 0700) < 0 && errno != EEXIST) {
         rc = mi_log_errno("mkdir", path);
         goto fail;
     }
-    rc = mdb_env_create(&ix->env);
-    if (rc != 0) {
-        rc = db_err(rc, "create environment");
-        goto fail;
-    }
-    mdb_env_set_mapsize(ix->env, sizeof(size_t) >= 8 ? (size_t)64 << 30
-                                                     : (size_t)1 << 30);
-    mdb_env_set_maxdbs(ix->env, 8);
-    mdb_env_set_maxreaders(ix->env, 1022);
-    rc = mdb_env_open(ix->env, path,
-                      MDB_NOTLS | (ix->readonly ? MDB_RDONLY : 0), 0600);
-    if (rc == ENOENT && ix->readonly) {
-        mdb_env_close(ix->env);
-        ix->env = NULL;
-        ix->absent = 1;
-        s->index = ix;
-        return 0;
-    }
-    if (rc != 0) {
-        rc = db_err(rc, "open environment");
-        goto fail;
-    }
-    mdb_reader_check(ix->env, &dead);
-    rc = index_setup(ix);
+    rc = env_acquire(ix, path);
     if (rc < 0) {
         goto fail;
     }
@@ -869,9 +981,6 @@ index_open_locked(mithril_store *s)
     return 0;
 
 fail:
-    if (ix->env) {
-        mdb_env_close(ix->env);
-    }
     pthread_mutex_destroy(&ix->batch_mu);
     free(ix->batch);
     free(ix);
@@ -899,7 +1008,7 @@ get_index(mithril_store *s, struct mi_index **out)
         return MITHRIL_EINVAL;
     }
     pthread_mutex_lock(&s->index_mu);
-    if (!s->index) {
+    if (!s->index || s->index->pid != getpid()) {
         rc = index_open_locked(s);
     }
     if (rc == 0) {
@@ -931,17 +1040,22 @@ mi_index_close(mithril_store *s)
     if (!ix) {
         return;
     }
+    s->index = NULL;
+    if (ix->pid != getpid()) {
+        return; /* inherited through fork: the parent's to close */
+    }
     if (ix->bulk) {
+        s->index = ix;
         mi_index_bulk_end(s);
+        s->index = NULL;
     }
     if (!ix->absent) {
         apply_batch(s, ix);
-        mdb_env_close(ix->env);
+        env_release(ix);
     }
     pthread_mutex_destroy(&ix->batch_mu);
     free(ix->batch);
     free(ix);
-    s->index = NULL;
 }
 
 /* ---- blobs appearing and going (called by store.c) ---- */
