@@ -246,6 +246,18 @@ print_setting(const char *name, const char *value, int source, void *ctx)
 {
     struct config_print *p = ctx;
 
+    /*
+     * --remote was applied by cli_open_store through
+     * mithril_store_set_remote, which does not record a source: say so
+     * here, where the flag is known.
+     */
+    if (cli.remote && !strcmp(name, "remote")) {
+        value = cli.remote;
+        source = MITHRIL_SOURCE_FLAG;
+    } else if (cli.remote && !strcmp(name, "remote_read_only")) {
+        value = cli.read_only_remote ? "on" : "off";
+        source = MITHRIL_SOURCE_FLAG;
+    }
     if (!p->json) {
         printf("%s = %s  (%s)\n", name, value, mithril_source_name(source));
         return;

@@ -289,6 +289,11 @@ def test_config_precedence(mithril_bin, tmp_path):
             env=env)
     assert "max_size = 3221225472 (3.0G)  (flag)" in p.stdout
 
+    p = run(mithril_bin, "--dir", store, "--remote", "redis://127.0.0.1:1/2",
+            "config", env={"MITHRIL_REMOTE": "redis://127.0.0.1:1/1"})
+    assert "remote = redis://127.0.0.1:1/2  (flag)" in p.stdout
+    assert "remote_read_only = off  (flag)" in p.stdout
+
     p = run(mithril_bin, "--dir", store, "config", "--max-size", "lots")
     assert p.returncode == 2 and "lots" in p.stderr
 
