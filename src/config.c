@@ -496,20 +496,6 @@ mithril_store_max_size(const mithril_store *s)
 
 /* ---- reporting ---- */
 
-static int
-env_truthy(const char *v)
-{
-    int on;
-
-    if (!v || !*v) {
-        return 0;
-    }
-    if (parse_bool(v, &on) == 0) {
-        return on;
-    }
-    return 1;
-}
-
 /* 1 if path names the same folder as dir (already a real path). */
 static int
 same_dir(const char *path, const char *dir)
@@ -583,7 +569,8 @@ mithril_config_foreach(mithril_store *s, mithril_config_fn fn, void *ctx)
 
     v = getenv("MITHRIL_DISABLE");
     if (v && *v) {
-        fn("disabled", env_truthy(v) ? "yes" : "no", MITHRIL_SOURCE_ENV, ctx);
+        /* As the run command and the Python layer read it: not "0". */
+        fn("disabled", strcmp(v, "0") ? "yes" : "no", MITHRIL_SOURCE_ENV, ctx);
     } else {
         fn("disabled", "no", MITHRIL_SOURCE_DEFAULT, ctx);
     }
