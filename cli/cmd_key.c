@@ -183,6 +183,15 @@ out:
 
 /* ---- mithril device ---- */
 
+/* MITHRIL_DEBUG=1 shows why CUDA was not used (driver absent, ...). */
+static void
+debug_to_stderr(int level, const char *msg, void *ctx)
+{
+    (void)level;
+    (void)ctx;
+    fprintf(stderr, "mithril: debug: %s\n", msg);
+}
+
 int
 cmd_device(int argc, char **argv)
 {
@@ -209,6 +218,9 @@ cmd_device(int argc, char **argv)
     }
     if (optind < argc) {
         return cli_usage("device", "unexpected argument '%s'", argv[optind]);
+    }
+    if (getenv("MITHRIL_DEBUG")) {
+        mithril_set_log(debug_to_stderr, NULL, MITHRIL_LOG_DEBUG);
     }
     rc = mithril_device_detect(&d);
     if (rc == 0) {
