@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
 GIB = 1 << 30
 
-SECTIONS = ["blake3", "store", "index", "compression", "remote", "torch"]
+SECTIONS = ["blake3", "store", "index", "remote", "torch", "compression"]
 
 # The fields every latest.json carries (null when not measured).
 CONTRACT = [
@@ -76,6 +76,18 @@ def tail(text, n=400):
     return text[-n:] if len(text) > n else text
 
 
+def last_line(text, n=300):
+    """The last non-empty line of an error output (a traceback's last
+    line names the exception), at most n characters."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1][-n:] if lines else ""
+
+
+def cell(text):
+    """Text safe inside a Markdown table cell."""
+    return " ".join(str(text or "").split()).replace("|", "/")
+
+
 class SectionError(Exception):
     """A section (or one of its parts) could not run; the text says why."""
 
@@ -94,9 +106,11 @@ def run_cmd(cmd, timeout, env=None, cwd=None, stdout=subprocess.PIPE):
                            f"{timeout} s")
     wall = time.perf_counter() - t0
     if p.returncode != 0:
-        err = tail(p.stderr.decode(errors="replace")) if p.stderr else ""
-        raise SectionError(f"{Path(cmd[0]).name} exited {p.returncode}: "
-                           f"{err}")
+        err = last_line(p.stderr.decode(errors="replace")) if p.stderr else ""
+        name = Path(cmd[0]).name
+        if name.startswith("python") and len(cmd) > 1:
+            name = Path(cmd[1]).name
+        raise SectionError(f"{name} exited {p.returncode}: {err}")
     return p, wall
 
 
@@ -392,7 +406,7 @@ class Suite:
         self.raw = {}       # name -> samples and commands
         self.notes = []
         self.redis = None
-        self.inductor_dir = None  # a real TORCHINDUCTOR_CACHE_DIR
+        self.inductor_dirs = []  # real TORCHINDUCTOR_CACHE_DIRs
 
     # -- recording ------------------------------------------------------
 
@@ -450,6 +464,9 @@ class Suite:
         for k in list(env):
             if k.startswith("MITHRIL_") and k != "MITHRIL_BIN":
                 del env[k]
+        for k in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR",
+                  "TORCH_COMPILE_JOB_ID", "TORCHINDUCTOR_FORCE_DISABLE_CACHES"):
+            env.pop(k, None)
         env["MITHRIL_BIN"] = str(self.mithril)
         pp = [str(ROOT / "python"), str(self.build / "python")]
         if env.get("PYTHONPATH"):
@@ -728,34 +745,48 @@ class Suite:
     def section_compression(self):
         raw = self.raw.setdefault("compression", {})
         fields = ["compression_ratio"]
-        work = self.inductor_dir or self._compile_models_into(
-            self.tmp / "inductor-compression")
-        files = sorted(p for p in Path(work).rglob("*")
+        works = self.inductor_dirs
+        if works:
+            source = "the torch section's cold compiles"
+        else:
+            works = self._compile_models_into(self.tmp / "inductor-c")
+            source = "compiling the demo models"
+        files = sorted(p for w in works for p in Path(w).rglob("*")
                        if p.is_file() and not p.name.endswith(".lock"))
         logical = sum(p.stat().st_size for p in files)
         if not files:
-            raise SectionError(f"no files in {work} after compiling")
-        raw.update({"files": len(files), "logical_bytes": logical})
+            raise SectionError("no files in the Inductor folders after "
+                               "compiling")
+        raw.update({"files": len(files), "logical_bytes": logical,
+                    "folders": [str(w) for w in works]})
         warm_page_cache(files)
 
-        # Through a mithril store: capture, then read the sizes.
-        sdir = self.tmp / "compression-store"
+        # Through a mithril store: capture, then read the sizes. Each
+        # repeat captures into a fresh store.
         try:
-            t0 = time.perf_counter()
-            self._capture(sdir, work, files)
-            wall = time.perf_counter() - t0
-            st = self._stats(sdir)
+            walls = []
+            st = {}
+            for i in range(self.repeats):
+                sdir = self.tmp / f"compression-store{i}"
+                t0 = time.perf_counter()
+                for w in works:
+                    self._capture(sdir, w)
+                walls.append(time.perf_counter() - t0)
+                st = self._stats(sdir)
+                shutil.rmtree(sdir, ignore_errors=True)
             lb, sb = st.get("logical_bytes"), st.get("size_bytes")
             if not lb or not sb:
                 raise SectionError(f"mithril stats --json gave no sizes: "
-                                   f"{st}")
+                                   f"{tail(json.dumps(st), 200)}")
             self.set("compression_ratio", lb / sb)
-            self.set("capture_bytes_per_s", lb / wall)
-            raw.update({"stats": st, "capture_seconds": wall})
+            self.set("capture_bytes_per_s", lb / median(walls))
+            self.fields["compression_logical_bytes"] = float(lb)
+            self.fields["compression_stored_bytes"] = float(sb)
+            raw.update({"stats": st, "capture_seconds": walls})
         except SectionError as e:
             self.miss(["compression_ratio", "capture_bytes_per_s"], str(e))
 
-        # The anchor: the zstd command, level 3, on the same files.
+        # The anchor: the zstd command, level 3, one frame per file.
         try:
             cmd = ["zstd", "-3", "-q", "-c", *map(str, files)]
             p, _ = run_cmd(cmd, 600)
@@ -768,17 +799,18 @@ class Suite:
             self.miss(["zstd_cli_ratio", "zstd_cli_bytes_per_s"],
                       f"zstd: {e}")
         note = (f"{len(files)} files, {logical / MIB:.1f} MiB from "
-                f"compiling the demo models")
+                f"{source}")
         self.figure("compression", "compression ratio (logical/stored)",
                     "compression_ratio", "x", "zstd -3 (per file)",
-                    "zstd_cli_ratio", note=note)
+                    "zstd_cli_ratio", repeats=self.repeats, note=note)
         self.figure("compression", "capture speed (hash, zstd, fsync)",
                     "capture_bytes_per_s", "B/s", "zstd -3 -c",
-                    "zstd_cli_bytes_per_s", repeats=1, note=note)
+                    "zstd_cli_bytes_per_s", repeats=self.repeats, note=note)
         self.section_done(fields)
 
-    def _capture(self, sdir, work, files):
+    def _capture(self, sdir, work):
         env = self.env()
+        files = sorted(p for p in Path(work).rglob("*") if p.is_file())
         try:
             run_cmd([str(self.mithril), "--dir", str(sdir), "capture",
                      str(work)], 600, env=env)
@@ -816,19 +848,19 @@ class Suite:
                     flat[k] = v
         return flat
 
-    def _compile_models_into(self, work):
-        """Compile the demo models (quick: the first) with Inductor into a
-        fresh TORCHINDUCTOR_CACHE_DIR; return it."""
-        work = Path(work)
-        work.mkdir(parents=True, exist_ok=True)
-        names = self._model_names()
-        env = self.env(TORCHINDUCTOR_CACHE_DIR=work,
-                       TRITON_CACHE_DIR=work / "triton")
-        for name in names:
+    def _compile_models_into(self, base):
+        """Compile the demo models (quick: the first) with Inductor, each
+        into a fresh TORCHINDUCTOR_CACHE_DIR; return those folders."""
+        works = []
+        for name in self._model_names():
+            work = Path(base) / name
+            work.mkdir(parents=True, exist_ok=True)
             log(f"compiling {name} into {work}")
-            run_cmd([sys.executable, str(Path(__file__).resolve()),
-                     "--child", "compile", "--model", name], 1800, env=env)
-        return work
+            self._child("compile", name,
+                        self.env(TORCHINDUCTOR_CACHE_DIR=work / "inductor",
+                                 TRITON_CACHE_DIR=work / "triton"))
+            works.append(work)
+        return works
 
     # -- Redis restore against redis-benchmark --------------------------
 
@@ -916,7 +948,264 @@ class Suite:
         return names[:1] if self.quick else names
 
     def section_torch(self):
-        raise SectionError("torch benchmark not written yet")
+        bench = ROOT / "bench" / "torch_bench.py"
+        if bench.exists() and (ROOT / "demo" / "demo.py").exists():
+            self._torch_via_bench(bench)
+            return
+        self.notes.append("bench/torch_bench.py or demo/demo.py absent: "
+                          "the torch figures come from run.py's own "
+                          "measurement (mithril_cache.enable(), no backend)")
+        self._torch_own()
+
+    def _torch_via_bench(self, bench):
+        """bench/torch_bench.py measures eager, cold, torch warm, mithril
+        warm and the hit rate per model (one JSON line each); the remote
+        warm start is added here with the same worker (demo/demo.py)."""
+        cmd = [sys.executable, str(bench)]
+        if self.quick:
+            cmd += ["--quick", "--no-dynamo"]
+        else:
+            cmd += ["--repeats", str(min(self.repeats, 3))]
+        log("torch: " + " ".join(Path(c).name for c in cmd))
+        try:
+            p = subprocess.run(cmd, capture_output=True, timeout=7200,
+                               env=self.env(PYTHONWARNINGS="ignore"))
+        except subprocess.TimeoutExpired:
+            raise SectionError("torch_bench.py timed out after 7200 s")
+        _vals, objs = parse_output(p.stdout.decode(errors="replace"))
+        rows = [o for o in objs if "model" in o]
+        raw = self.raw.setdefault("torch", {})
+        raw["torch_bench_command"] = " ".join(cmd[1:])
+        raw["torch_bench_exit"] = p.returncode
+        if not rows:
+            raise SectionError("torch_bench.py printed no results (exit "
+                               f"{p.returncode}): "
+                               + last_line(p.stderr.decode(errors="replace")))
+        self.inductor_dirs = []
+        errors = []
+        for row in rows:
+            name = row["model"]
+            why = {}
+            errs = row.get("errors") or {}
+            if errs:
+                for k in ("cold_s", "mithril_warm_s", "hit_rate"):
+                    why[k] = "torch_bench: " + last_line(
+                        str(errs.get("mithril", errs)))
+            if row.get("remote_warm_s") is None:
+                try:
+                    row.update(self._remote_warm(name))
+                except SectionError as e:
+                    why["remote_warm_s"] = str(e)
+            if (row.get("mithril_warm_s") is not None
+                    and row.get("eager_s") is not None):
+                row["hit_overhead_s"] = (row["mithril_warm_s"]
+                                         - row["eager_s"])
+            for k in TORCH_FIELDS:
+                row.setdefault(k, None)
+                if row[k] is None:
+                    reason = why.get(k) or ("torch_bench.py gave no " + k)
+                    self.missing[f"torch.{name}.{k}"] = reason
+                    errors.append(f"{name} {k}: {reason}")
+        self.fields["torch"] = rows
+        self._torch_goals()
+        if errors:
+            raise SectionError("; ".join(errors)[:600])
+
+    def _worker(self, model, mode, store, work, **extra):
+        """One demo/demo.py --worker process; its JSON object."""
+        cmd = [sys.executable, str(ROOT / "demo" / "demo.py"), "--worker",
+               "--model", model, "--mode", mode, "--dir", str(store),
+               "--work", str(work)]
+        p, wall = run_cmd(cmd, 1800,
+                          env=self.env(PYTHONWARNINGS="ignore", **extra))
+        _vals, objs = parse_output(p.stdout.decode(errors="replace"))
+        objs = [o for o in objs if "first_call_s" in o]
+        if not objs:
+            raise SectionError(f"demo worker {mode} {model} printed no "
+                               f"timing")
+        objs[-1]["process_s"] = wall
+        return objs[-1]
+
+    def _remote_warm(self, name):
+        """Fill Redis from a cold run, then warm starts each from an empty
+        store and working folder with MITHRIL_REMOTE set."""
+        redis = self.redis_server()
+        redis.flush()
+        base = self.tmp / "torch-remote" / name
+        store, work = base / "store", base / "work"
+        log(f"torch: {name} cold run filling Redis")
+        self._worker(name, "mithril", store, work, MITHRIL_REMOTE=redis.url)
+        self.inductor_dirs.append(work)
+        self._push(store, redis)
+        reps = 2 if self.quick else min(self.repeats, 3)
+        times, hits, misses, restored = [], 0, 0, []
+        for i in range(reps):
+            o = self._worker(name, "mithril", base / f"rstore{i}",
+                             base / f"rwork{i}", MITHRIL_REMOTE=redis.url)
+            times.append(o["first_call_s"])
+            hits += o.get("graph_hits", 0)
+            misses += o.get("graph_misses", 0)
+            restored.append(o.get("restored_files"))
+            shutil.rmtree(base / f"rstore{i}", ignore_errors=True)
+            shutil.rmtree(base / f"rwork{i}", ignore_errors=True)
+        self.raw.setdefault("torch", {})[name + "_remote"] = {
+            "samples": times, "restored_files": restored}
+        return {"remote_warm_s": median(times),
+                "remote_hit_rate": hits / (hits + misses)
+                if hits + misses else None,
+                "remote_repeats": reps}
+
+    def _child(self, mode, model, env, timeout=1800):
+        """One fresh process: build model, first call; its JSON object."""
+        p, wall = run_cmd([sys.executable, str(Path(__file__).resolve()),
+                           "--child", mode, "--model", model], timeout,
+                          env=env)
+        _vals, objs = parse_output(p.stdout.decode(errors="replace"))
+        objs = [o for o in objs if "first_call_s" in o]
+        if not objs:
+            raise SectionError(f"{mode} run of {model} printed no timing")
+        o = objs[-1]
+        o["process_s"] = wall
+        if mode == "mithril" and not o.get("mithril_enabled"):
+            raise SectionError(f"mithril_cache.enable() was disabled in the "
+                               f"{model} run: {o.get('mithril_reason')}")
+        return o
+
+    def _torch_own(self):
+        """Each model, each figure in fresh processes:
+        eager       first call without compiling
+        cold        torch.compile with mithril enabled on an empty store
+                    and an empty working folder (captured at exit)
+        torch warm  the same working folder kept, mithril off
+        mithril warm  working folder deleted, restored from the store
+        remote warm   an empty store and folder, restored through Redis
+        """
+        names = self._model_names()
+        redis = self.redis_server()
+        reps = self.repeats
+        cold_reps = 1 if self.quick else reps
+        warm_reps = 2 if self.quick else reps
+        raw = self.raw.setdefault("torch", {"cold_repeats": cold_reps,
+                                            "warm_repeats": warm_reps})
+        self.inductor_dirs = []
+        results = []
+        errors = []
+        for name in names:
+            log(f"torch: {name}")
+            row = {"model": name}
+            samples = {k: [] for k in TORCH_FIELDS}
+            hits = {"mithril": [0, 0], "remote": [0, 0]}
+            why = {}
+            base = self.tmp / "torch" / name
+            try:
+                for _ in range(warm_reps):
+                    o = self._child("eager", name, self.env())
+                    samples["eager_s"].append(o["first_call_s"])
+            except SectionError as e:
+                why["eager_s"] = str(e)
+            for rep in range(cold_reps):
+                work = base / f"work{rep}"
+                store = base / f"store{rep}"
+                redis.flush()
+                env = self.env(MITHRIL_DIR=store, MITHRIL_WORK_DIR=work,
+                               MITHRIL_REMOTE=redis.url)
+                try:
+                    o = self._child("mithril", name, env)
+                    samples["cold_s"].append(o["first_call_s"])
+                except SectionError as e:
+                    why["cold_s"] = str(e)
+                    break
+                # torch's own warm cache: the same folder, mithril off.
+                envt = self.env(TORCHINDUCTOR_CACHE_DIR=work / "inductor",
+                                TRITON_CACHE_DIR=work / "triton")
+                try:
+                    for _ in range(warm_reps if rep == 0 else 1):
+                        o = self._child("compile", name, envt)
+                        samples["torch_warm_s"].append(o["first_call_s"])
+                except SectionError as e:
+                    why["torch_warm_s"] = str(e)
+                if rep == 0:
+                    keep = self.tmp / "inductor" / name
+                    shutil.copytree(work, keep, symlinks=True)
+                    self.inductor_dirs.append(keep)
+                # mithril warm: the working folder deleted first.
+                envm = self.env(MITHRIL_DIR=store, MITHRIL_WORK_DIR=work)
+                try:
+                    for _ in range(warm_reps if rep == 0 else 1):
+                        shutil.rmtree(work, ignore_errors=True)
+                        o = self._child("mithril", name, envm)
+                        samples["mithril_warm_s"].append(o["first_call_s"])
+                        self._count_hits(hits["mithril"], o)
+                except SectionError as e:
+                    why["mithril_warm_s"] = str(e)
+                # remote warm: empty store and folder, Redis behind them.
+                try:
+                    self._push(store, redis)
+                    for i in range(warm_reps if rep == 0 else 1):
+                        rstore = base / f"rstore{rep}.{i}"
+                        rwork = base / f"rwork{rep}.{i}"
+                        envr = self.env(MITHRIL_DIR=rstore,
+                                        MITHRIL_WORK_DIR=rwork,
+                                        MITHRIL_REMOTE=redis.url)
+                        o = self._child("mithril", name, envr)
+                        samples["remote_warm_s"].append(o["first_call_s"])
+                        self._count_hits(hits["remote"], o)
+                except SectionError as e:
+                    why["remote_warm_s"] = str(e)
+            for k in TORCH_FIELDS:
+                if k == "hit_rate":
+                    continue
+                row[k] = median(samples[k])
+            h, m = hits["mithril"]
+            row["hit_rate"] = h / (h + m) if h + m else None
+            h, m = hits["remote"]
+            row["remote_hit_rate"] = h / (h + m) if h + m else None
+            if row["hit_rate"] is None and "mithril_warm_s" not in why:
+                why["hit_rate"] = ("torch reported no FX graph cache "
+                                   "lookups in the mithril warm runs")
+            if row["mithril_warm_s"] is not None and row["eager_s"]:
+                row["hit_overhead_s"] = row["mithril_warm_s"] - row["eager_s"]
+            row["repeats"] = {k: len(v) for k, v in samples.items() if v}
+            raw[name] = {"samples": samples, "hits": hits}
+            for k in TORCH_FIELDS:
+                if row.get(k) is None:
+                    reason = why.get(k) or why.get("cold_s") or "not measured"
+                    self.missing[f"torch.{name}.{k}"] = reason
+                    errors.append(f"{name} {k}: {reason}")
+            results.append(row)
+        self.fields["torch"] = results
+        self._torch_goals()
+        if errors:
+            raise SectionError("; ".join(errors)[:600])
+
+    def _count_hits(self, acc, o):
+        acc[0] += o.get("fxgraph_hit", 0)
+        acc[1] += o.get("fxgraph_miss", 0)
+
+    def _push(self, store, redis):
+        """Make sure Redis holds the store's entries (the cold run queues
+        them at exit; an explicit push costs little when they are there)."""
+        try:
+            run_cmd([str(self.mithril), "--dir", str(store), "--remote",
+                     redis.url, "push"], 600, env=self.env())
+        except SectionError as e:
+            self.notes.append(f"torch: mithril push failed ({e}); remote "
+                              f"warm relies on the cold run's queue")
+
+    def _torch_goals(self):
+        for t in self.fields["torch"]:
+            m = t.get("model")
+            self.goal(f"{m}: mithril warm <= 1.05x torch warm",
+                      ratio(t.get("mithril_warm_s"), t.get("torch_warm_s")),
+                      "<= 1.05x", lambda v: v <= 1.05)
+            self.goal(f"{m}: overhead on a hit (mithril warm - eager) < 1 s",
+                      t.get("hit_overhead_s"), "< 1 s", lambda v: v < 1.0)
+            self.goal(f"{m}: hit rate 100 %", t.get("hit_rate"), "100 %",
+                      lambda v: v >= 1.0)
+            self.goal(f"{m}: remote warm <= 1.1x mithril warm",
+                      ratio(t.get("remote_warm_s"),
+                            t.get("mithril_warm_s")),
+                      "<= 1.10x", lambda v: v <= 1.1)
 
 
 # ------------------------------------------------------------------------
@@ -1018,11 +1307,15 @@ def child_main(mode, name):
         pass
     if mode == "mithril":
         import mithril_cache
-        for fn in ("flush", "disable"):
-            f = getattr(mithril_cache, fn, None)
-            if callable(f):
-                f()
-                break
+        mgr = mithril_cache.active()
+        out["mithril_enabled"] = bool(mgr and mgr.enabled)
+        if mgr is not None and not mgr.enabled:
+            out["mithril_reason"] = mgr.reason
+        if mgr is not None and mgr.enabled:
+            out["restored"] = dict(mgr.restored or {})
+        t1 = time.perf_counter()
+        mithril_cache.flush()
+        out["flush_s"] = time.perf_counter() - t1
     print(json.dumps(out), flush=True)
     return 0
 
@@ -1149,7 +1442,7 @@ def write_markdown(res, path):
         w("")
         if sec.get("status") != "ran":
             w(f"*{sec.get('status', 'not run')}: "
-              f"{sec.get('reason') or ''}*")
+              f"{cell(sec.get('reason'))}*")
             w("")
         if not rows:
             continue
@@ -1167,7 +1460,7 @@ def write_markdown(res, path):
     w("")
     sec = res["sections"].get("torch", {})
     if sec.get("status") != "ran":
-        w(f"*{sec.get('status', 'not run')}: {sec.get('reason') or ''}*")
+        w(f"*{sec.get('status', 'not run')}: {cell(sec.get('reason'))}*")
         w("")
     if res["torch"]:
         w("First call of each model in a fresh process, in seconds. "
@@ -1201,7 +1494,7 @@ def write_markdown(res, path):
     w("")
     if res["missing"]:
         for k, why in sorted(res["missing"].items()):
-            w(f"- `{k}`: {why}")
+            w(f"- `{k}`: {cell(why)}")
     else:
         w("Nothing: every figure was measured.")
     w("")
@@ -1212,7 +1505,7 @@ def write_markdown(res, path):
     for name in SECTIONS:
         sec = res["sections"].get(name, {})
         w(f"| {name} | {sec.get('status', 'not run')} | "
-          f"{sec.get('seconds', '')} | {(sec.get('reason') or '')[:200]} |")
+          f"{sec.get('seconds', '')} | {cell(sec.get('reason'))[:300]} |")
     w("")
     w("How to read this report: docs/BENCH.md. Raw samples: latest.json.")
     text = "\n".join(lines) + "\n"
