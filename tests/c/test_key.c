@@ -550,6 +550,76 @@ test_parse_size(void)
     }
 }
 
+/*
+ * Random text built from the tokens the parsers care about: nothing may
+ * crash, and whatever is accepted must come back unchanged where the
+ * format is canonical (device classes).
+ */
+static uint64_t
+next_random(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+static void
+test_random_text(void)
+{
+    static const char *const tokens[] = {
+        "cpu",   "cuda", ":", ":", ".",  ".",  ",",
+        ",",     "?",    "0", "1", "8",  "12", "9",
+        "avx2",  "neon", "x", " ", "-",  "+",  "float32",
+        "int64", "half", "G", "K", "iB", "B",  "99999999999",
+    };
+    uint64_t state = 0x9e3779b97f4a7c15ULL, size;
+    char text[64], back[32];
+    mithril_device d;
+    mithril_key *k = NULL;
+    int i, j, n, len, dev_ok = 0, input_ok = 0, size_ok = 0;
+    const char *t;
+
+    CHECK_EQ_INT(mithril_key_new(graph_a, &k), 0);
+    for (i = 0; i < 200000; i++) {
+        len = 0;
+        n = (int)(next_random(&state) % 6);
+        for (j = 0; j < n; j++) {
+            t = tokens[next_random(&state) %
+                       (sizeof(tokens) / sizeof(tokens[0]))];
+            if (len + strlen(t) >= sizeof(text)) {
+                break;
+            }
+            memcpy(text + len, t, strlen(t));
+            len += (int)strlen(t);
+        }
+        text[len] = '\0';
+        if (mithril_device_parse(text, &d) == 0) {
+            dev_ok++;
+            CHECK_EQ_INT(mithril_device_format(&d, back, sizeof(back)), 0);
+            CHECK_EQ_STR(back, text);
+        }
+        if (mithril_parse_size(text, &size) == 0) {
+            size_ok++;
+            CHECK(strchr(text, '-') == NULL && strchr(text, ' ') == NULL);
+        }
+        if (mithril_key_add_input_text(k, text) == 0) {
+            input_ok++;
+            CHECK(strchr(text, ':') != NULL);
+            CHECK(strchr(text, '-') == NULL && strchr(text, ' ') == NULL);
+        }
+        if (i % 1000 == 0) {
+            mithril_key_free(k);
+            k = NULL;
+            CHECK_EQ_INT(mithril_key_new(graph_a, &k), 0);
+        }
+    }
+    mithril_key_free(k);
+    printf("random texts accepted: %d devices, %d sizes, %d inputs\n", dev_ok,
+           size_ok, input_ok);
+    CHECK(dev_ok > 0 && size_ok > 0 && input_ok > 0);
+}
+
 int
 main(void)
 {
@@ -562,5 +632,6 @@ main(void)
     RUN(test_device_round_trip);
     RUN(test_detect);
     RUN(test_parse_size);
+    RUN(test_random_text);
     return check_report();
 }
