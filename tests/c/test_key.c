@@ -550,11 +550,7 @@ test_parse_size(void)
     }
 }
 
-/*
- * Random text built from the tokens the parsers care about: nothing may
- * crash, and whatever is accepted must come back unchanged where the
- * format is canonical (device classes).
- */
+/* xorshift64: a fixed sequence, so a failure can be replayed. */
 static uint64_t
 next_random(uint64_t *state)
 {
@@ -564,6 +560,11 @@ next_random(uint64_t *state)
     return *state;
 }
 
+/*
+ * Random text built from the tokens the parsers care about: nothing may
+ * crash, and whatever is accepted must come back unchanged where the
+ * format is canonical (device classes).
+ */
 static void
 test_random_text(void)
 {
