@@ -217,7 +217,7 @@ test_temp_stale(void)
 static void
 test_publish_link_and_rename(void)
 {
-    char dir[PATH_MAX], tmp[PATH_MAX], final[PATH_MAX];
+    char dir[PATH_MAX / 2], tmp[PATH_MAX], final[PATH_MAX];
     char *back;
     size_t len;
     int fd;
@@ -253,7 +253,7 @@ test_publish_link_and_rename(void)
 static void
 test_publish_failures_leave_nothing(void)
 {
-    char dir[PATH_MAX], tmp[PATH_MAX], final[PATH_MAX];
+    char dir[PATH_MAX / 2], tmp[PATH_MAX], final[PATH_MAX];
     int fd;
 
     snprintf(dir, sizeof(dir), "%s/pubfail", root);
