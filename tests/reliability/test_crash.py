@@ -49,11 +49,70 @@ def _content(i):
     return rnd.randbytes(n)
 
 
+# What verify may find after a SIGKILL without anything being damaged: the
+# temp file the dead process was writing (the issue promises these are
+# cleaned, safely), and a blob it had published whole but not yet counted
+# in the index. verify repairs both and exits 4; they are counted, and a
+# second verify must be clean. Every other problem (missing blob, broken
+# entry, corrupt blob, wrong totals) means the kill damaged the store.
+ALLOWED_AFTER_KILL = ("stale temp file", "unindexed blob")
+
+TALLY = {}
+
+
+def _tally(name, n=1):
+    TALLY[name] = TALLY.get(name, 0) + n
+
+
+def _record(test, **figures):
+    """Append this test's figures to $MITHRIL_RESULTS (docs/RELIABILITY.md
+    is filled from them)."""
+    path = os.environ.get("MITHRIL_RESULTS")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": test, **figures}) + "\n")
+
+
+@pytest.fixture(autouse=True)
+def _figures(request):
+    TALLY.clear()
+    yield
+    _record(request.node.name, **TALLY)
+    print(request.node.name, TALLY)
+
+
+def _problems(stdout):
+    """verify prints one 'what: which' line per problem, then a summary."""
+    lines = stdout.decode(errors="replace").splitlines()
+    return [ln for ln in lines if ln and not ln.startswith("checked ")]
+
+
 def _check_store(mithril_bin, store, known):
-    """verify is clean; every entry still listed is served with its bytes."""
+    """verify finds nothing but dead processes' temp files (and removes
+    them), a second verify is clean, no temp file is left, and every entry
+    still listed is served with its exact bytes."""
+    # The next process works before any repair: a put and a get of new
+    # content succeed on the store exactly as the kill left it.
+    probe = store.parent / "probe.bin"
+    data = os.urandom(random.choice([1, 3000, 90000]))
+    probe.write_bytes(data)
+    _run(mithril_bin, store, "put", probe, "--key", "probe")
+    assert _run(mithril_bin, store, "get", "--key", "probe").stdout == data
+    known["probe"] = data
+    _tally("kills survived")
     p = _run(mithril_bin, store, "verify", check=False)
     out = (p.stdout + p.stderr).decode(errors="replace")
-    assert p.returncode == 0, f"verify after a kill: {out}"
+    probs = _problems(p.stdout)
+    bad = [x for x in probs if not x.startswith(ALLOWED_AFTER_KILL)]
+    assert p.returncode in (0, 4) and not bad, f"verify after a kill: {out}"
+    for x in probs:
+        _tally(x.split(":")[0])
+    if probs:
+        again = _run(mithril_bin, store, "verify", check=False)
+        assert again.returncode == 0, again.stdout + again.stderr
+    tmp = store / "tmp"
+    left = list(tmp.iterdir()) if tmp.exists() else []
+    assert left == [], f"temp files left after verify: {left}"
     ls = _run(mithril_bin, store, "ls", "--json")
     listed = json.loads(ls.stdout or b"[]")
     keys = [e["key"] for e in listed]
@@ -64,6 +123,7 @@ def _check_store(mithril_bin, store, known):
         assert g.returncode in (0, 1), g.stderr
         if g.returncode == 0:
             assert g.stdout == known[key], f"wrong bytes for {key}"
+            _tally("entries read back")
     return keys
 
 
