@@ -71,6 +71,18 @@ def tail(text, n=400):
     return text[-n:] if len(text) > n else text
 
 
+def unit_of(key):
+    """The unit of a figure, from its name's ending."""
+    if key.endswith("bytes_per_s"):
+        return "B/s"
+    for end, unit in (("_us", "us"), ("_ms", "ms"), ("_s", "s")):
+        if key.endswith(end) or (end + "_") in key:
+            return unit
+    if "ratio" in key:
+        return "x"
+    return ""
+
+
 def last_line(text, n=300):
     """The last non-empty line of an error output (a traceback's last
     line names the exception), at most n characters."""
@@ -605,9 +617,10 @@ class Suite:
                 self.set(k, med.get(k),
                          None if med.get(k) is not None
                          else f"bench_store printed no {k}")
-            for k, v in med.items():
-                if k not in keys:
-                    self.fields["store_" + k] = v
+            extra = {k: v for k, v in med.items()
+                     if k not in keys and k not in ("file_bytes", "files")}
+            for k, v in extra.items():
+                self.fields["store_" + k] = v
             raw.update({"samples": samples, "repeats": done,
                         "text": texts})
             files = self._store_files(texts)
@@ -632,23 +645,31 @@ class Suite:
         note = "cat FILES > /dev/null, page cache warm"
         self.figure("store", "put (hash, zstd, fsync)", "put_bytes_per_s",
                     "B/s", "cat (page cache)", "cat_bytes_per_s",
-                    repeats=self.repeats, note=note)
+                    repeats=raw.get("repeats"), note=note)
         self.figure("store", "get, verified", "get_bytes_per_s", "B/s",
                     "cat (page cache)", "cat_bytes_per_s",
-                    repeats=self.repeats, note=note)
+                    repeats=raw.get("repeats"), note=note)
         self.figure("store", "get, not verified",
                     "get_noverify_bytes_per_s", "B/s", "cat (page cache)",
-                    "cat_bytes_per_s", repeats=self.repeats, note=note)
-        for k, name in [("exists_p50_us", "exists p50"),
+                    "cat_bytes_per_s", repeats=raw.get("repeats"), note=note)
+        for k, name in [("exists_p50_us", "exists p50 (4 KiB blobs)"),
                         ("exists_p99_us", "exists p99"),
-                        ("get_p50_us", "get p50"),
+                        ("get_p50_us", "get p50 (4 KiB, verified)"),
                         ("get_p99_us", "get p99")]:
             self.figure("store", name, k, "us", higher_is_better=False,
-                        repeats=self.repeats)
+                        repeats=raw.get("repeats"))
+        for k in sorted(f for f in self.fields if f.startswith("store_")):
+            unit = unit_of(k)
+            self.figure("store", k[len("store_"):].replace("_", " "), k,
+                        unit, higher_is_better=unit in ("B/s", "x"),
+                        repeats=raw.get("repeats"))
         self.section_done(keys + ["cat_bytes_per_s"])
 
     def _run_store(self, prog, sdir):
-        return run_repeated([prog, str(sdir)], self.repeats, 300, 900)
+        nfiles = 2 if self.quick else 4  # files of 64 MiB each
+        self.raw.setdefault("store", {})["files_arg"] = nfiles
+        return run_repeated([prog, str(sdir), str(nfiles)], self.repeats,
+                            100 if self.quick else 900, 1800)
 
     def _store_files(self, texts):
         """The files bench_store read, when it says where they are."""
@@ -715,6 +736,10 @@ class Suite:
             for p in ["p50", "p99"]:
                 self.figure("index", f"lookup {p}, {n} entries",
                             f"lookup_{p}_us_{n}", "us",
+                            higher_is_better=False, repeats=done)
+            if f"miss_p50_us_{n}" in self.fields:
+                self.figure("index", f"lookup of an absent key p50, {n}",
+                            f"miss_p50_us_{n}", "us",
                             higher_is_better=False, repeats=done)
         for n in ["100k", "1m"]:
             for k, name in [("open_ms", "open"),
@@ -919,7 +944,12 @@ class Suite:
         self.figure("remote", "restore from Redis into an empty store",
                     "remote_restore_bytes_per_s", "B/s",
                     "redis-benchmark GET 4 MiB", "redis_benchmark_bytes_per_s",
-                    repeats=self.repeats)
+                    repeats=self.repeats,
+                    note="4 MiB blobs; anchor: the faster of 1 and 50 "
+                         "clients")
+        if "remote_push_bytes_per_s" in self.fields:
+            self.figure("remote", "push to Redis", "remote_push_bytes_per_s",
+                        "B/s", repeats=self.repeats)
         r = ratio(self.fields.get("remote_restore_bytes_per_s"),
                   self.fields.get("redis_benchmark_bytes_per_s"))
         self.goal("remote restore >= 0.5x redis-benchmark", r, ">= 0.50x",
