@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MI_SCHEMA          1
@@ -46,9 +47,10 @@
 #define MI_DBKEY_DIRECT    472
 #define MI_DBKEY_PREFIX    400
 #define MI_DBKEY_MAX       (MI_DBKEY_PREFIX + 1 + 32)
-#define MI_BATCH           64
+#define MI_BATCH           256
+#define MI_BATCH_MAX       4096
 #define MI_BATCH_NS        1000000000LL
-#define MI_EVICT_CHUNK     4096
+#define MI_EVICT_CHUNK     50000
 #define MI_BULK_CHUNK      20000
 #define MI_ORPHAN_GRACE_NS (600LL * 1000000000LL)
 #define MI_DEFAULT_CAP     (10ULL << 30)
@@ -66,10 +68,15 @@ struct mi_index {
     MDB_env *env;
     MDB_dbi meta, entries, lru, blobs, orphans;
     int readonly;
-    int absent; /* read-only store without an index yet */
-    pthread_mutex_t batch_mu;
+    int absent;                /* read-only store without an index yet */
+    pthread_mutex_t batch_mu;  /* the batch and the flusher's state */
+    pthread_mutex_t apply_mu;  /* one batch applied at a time */
+    pthread_cond_t batch_cond; /* wakes the flusher */
+    pthread_t flusher;
+    int flusher_state; /* 0 none, 1 running, -1 could not start */
+    int flusher_stop;
     struct mi_touch *batch;
-    size_t n_batch;
+    size_t n_batch, batch_cap; /* applied at MI_BATCH, grows to _MAX */
     int64_t batch_start;
     pid_t pid;
     struct mi_env *shared;
@@ -878,8 +885,9 @@ env_acquire(struct mi_index *ix, const char *path)
                                                      : (size_t)1 << 30);
     mdb_env_set_maxdbs(ix->env, 8);
     mdb_env_set_maxreaders(ix->env, 1022);
-    rc = mdb_env_open(ix->env, path,
-                      MDB_NOTLS | (ix->readonly ? MDB_RDONLY : 0), 0600);
+    rc = mdb_env_open(
+        ix->env, path,
+        MDB_NOTLS | MDB_NOMETASYNC | (ix->readonly ? MDB_RDONLY : 0), 0600);
     if (rc != 0) {
         rc = db_err(rc, "open environment");
         goto out;
@@ -960,12 +968,15 @@ index_open_locked(mithril_store *s)
     if (!ix) {
         return -ENOMEM;
     }
-    ix->batch = calloc(MI_BATCH, sizeof(*ix->batch));
+    ix->batch_cap = MI_BATCH;
+    ix->batch = calloc(ix->batch_cap, sizeof(*ix->batch));
     if (!ix->batch) {
         free(ix);
         return -ENOMEM;
     }
     pthread_mutex_init(&ix->batch_mu, NULL);
+    pthread_mutex_init(&ix->apply_mu, NULL);
+    pthread_cond_init(&ix->batch_cond, NULL);
     ix->pid = getpid();
     ix->readonly = (s->flags & MITHRIL_OPEN_READONLY) != 0;
     snprintf(path, sizeof(path), "%s/index", s->dir);
@@ -982,6 +993,8 @@ index_open_locked(mithril_store *s)
 
 fail:
     pthread_mutex_destroy(&ix->batch_mu);
+    pthread_mutex_destroy(&ix->apply_mu);
+    pthread_cond_destroy(&ix->batch_cond);
     free(ix->batch);
     free(ix);
     return rc;
@@ -1049,11 +1062,20 @@ mi_index_close(mithril_store *s)
         mi_index_bulk_end(s);
         s->index = NULL;
     }
+    if (ix->flusher_state == 1) {
+        pthread_mutex_lock(&ix->batch_mu);
+        ix->flusher_stop = 1;
+        pthread_cond_signal(&ix->batch_cond);
+        pthread_mutex_unlock(&ix->batch_mu);
+        pthread_join(ix->flusher, NULL);
+    }
     if (!ix->absent) {
         apply_batch(s, ix);
         env_release(ix);
     }
     pthread_mutex_destroy(&ix->batch_mu);
+    pthread_mutex_destroy(&ix->apply_mu);
+    pthread_cond_destroy(&ix->batch_cond);
     free(ix->batch);
     free(ix);
 }
@@ -1324,6 +1346,11 @@ apply_batch(mithril_store *s, struct mi_index *ix)
     if (ix->absent || ix->readonly) {
         return 0;
     }
+    /*
+     * apply_mu makes a flush wait for a batch the flusher took but has not
+     * committed yet, so "flushed" means every earlier hit is on disk.
+     */
+    pthread_mutex_lock(&ix->apply_mu);
     pthread_mutex_lock(&ix->batch_mu);
     n = ix->n_batch;
     todo = n ? malloc(n * sizeof(*todo)) : NULL;
@@ -1333,10 +1360,12 @@ apply_batch(mithril_store *s, struct mi_index *ix)
     ix->n_batch = 0;
     pthread_mutex_unlock(&ix->batch_mu);
     if (!todo) {
+        pthread_mutex_unlock(&ix->apply_mu);
         return n ? -ENOMEM : 0;
     }
     rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
     if (rc != 0) {
+        pthread_mutex_unlock(&ix->apply_mu);
         free(todo);
         return db_err(rc, "begin");
     }
@@ -1377,29 +1406,82 @@ apply_batch(mithril_store *s, struct mi_index *ix)
     free(todo);
     if (rc != 0) {
         mdb_txn_abort(txn);
-        return rc;
+    } else {
+        rc = db_err(mdb_txn_commit(txn), "commit");
     }
-    return db_err(mdb_txn_commit(txn), "commit");
+    pthread_mutex_unlock(&ix->apply_mu);
+    return rc;
 }
 
-/* Record a hit; returns 1 when the batch is due to be applied. */
+/*
+ * The flusher thread of a handle: applies the batch when it is full or
+ * one second after its first hit, so lookups never wait for a commit.
+ */
+static void *
+flusher_main(void *arg)
+{
+    struct mi_index *ix = arg;
+    struct timespec until;
+    int64_t due;
+
+    pthread_mutex_lock(&ix->batch_mu);
+    while (!ix->flusher_stop) {
+        if (ix->n_batch == 0) {
+            pthread_cond_wait(&ix->batch_cond, &ix->batch_mu);
+            continue;
+        }
+        due = ix->batch_start + MI_BATCH_NS;
+        if (ix->n_batch < MI_BATCH && mi_now_ns() < due) {
+            until.tv_sec = (time_t)(due / 1000000000);
+            until.tv_nsec = (long)(due % 1000000000);
+            pthread_cond_timedwait(&ix->batch_cond, &ix->batch_mu, &until);
+            continue;
+        }
+        pthread_mutex_unlock(&ix->batch_mu);
+        apply_batch(NULL, ix);
+        pthread_mutex_lock(&ix->batch_mu);
+    }
+    pthread_mutex_unlock(&ix->batch_mu);
+    return NULL;
+}
+
+/*
+ * Record a hit. The flusher thread (started on the first hit) applies the
+ * batch; returns 1 when the caller must apply it (no thread).
+ */
 static int
 touch(struct mi_index *ix, const char *key, int64_t now)
 {
     unsigned char dbkey[MI_DBKEY_MAX];
     size_t dlen = make_dbkey(key, dbkey), i;
-    struct mi_touch *t;
+    struct mi_touch *t = NULL, *nb;
     int due;
 
     if (ix->readonly) {
         return 0;
     }
     pthread_mutex_lock(&ix->batch_mu);
-    for (i = 0; i < ix->n_batch; i++) {
-        t = &ix->batch[i];
-        if (t->len == dlen && !memcmp(t->key, dbkey, dlen)) {
+    for (;;) {
+        for (i = 0; i < ix->n_batch; i++) {
+            t = &ix->batch[i];
+            if (t->len == dlen && !memcmp(t->key, dbkey, dlen)) {
+                break;
+            }
+        }
+        if (i < ix->n_batch || ix->n_batch < ix->batch_cap) {
             break;
         }
+        /* The flusher is behind: grow the batch while that is cheap. */
+        if (ix->batch_cap < MI_BATCH_MAX &&
+            (nb = realloc(ix->batch, 2 * ix->batch_cap * sizeof(*nb)))) {
+            ix->batch = nb;
+            ix->batch_cap *= 2;
+            continue;
+        }
+        /* Full: apply it here, then add. */
+        pthread_mutex_unlock(&ix->batch_mu);
+        apply_batch(NULL, ix);
+        pthread_mutex_lock(&ix->batch_mu);
     }
     if (i == ix->n_batch) {
         if (ix->n_batch == 0) {
@@ -1412,9 +1494,19 @@ touch(struct mi_index *ix, const char *key, int64_t now)
     }
     t->ns = now;
     t->hits++;
+    if (ix->flusher_state == 0) {
+        ix->flusher_state =
+            pthread_create(&ix->flusher, NULL, flusher_main, ix) == 0 ? 1 : -1;
+    }
     due = ix->n_batch >= MI_BATCH || now - ix->batch_start >= MI_BATCH_NS;
+    if (due && ix->flusher_state == 1) {
+        pthread_cond_signal(&ix->batch_cond);
+        due = 0;
+    } else if (ix->flusher_state == 1 && ix->n_batch == 1 && t->hits == 1) {
+        pthread_cond_signal(&ix->batch_cond); /* starts the 1 s clock */
+    }
     pthread_mutex_unlock(&ix->batch_mu);
-    return due;
+    return due; /* only without a flusher thread */
 }
 
 int
