@@ -1379,78 +1379,6 @@ mi_free_keys(char **keys, size_t n)
     key_list_release(&l);
 }
 
-int
-mithril_remote_push(mithril_store *s, const char *toolchain,
-                    mithril_progress_fn fn, void *ctx, mithril_sync_result *out)
-{
-    mithril_sync_result res = {0};
-    struct mi_remote *r;
-    redisContext *c;
-    mithril_entry *e;
-    char **keys = NULL;
-    size_t n = 0;
-    size_t i;
-    sigset_t old;
-    int64_t t0;
-    int rc;
-
-    if (!s) {
-        return MITHRIL_EINVAL;
-    }
-    r = remote_of(s);
-    if (!r) {
-        mi_log(MITHRIL_LOG_ERROR, "push: no remote (--remote or "
-                                  "MITHRIL_REMOTE)");
-        return MITHRIL_EINVAL;
-    }
-    if (r->read_only) {
-        return MITHRIL_ERDONLY;
-    }
-    rc = mi_collect_entries(s, toolchain, &keys, &n);
-    if (rc < 0) {
-        return rc;
-    }
-    pthread_mutex_lock(&r->mu);
-    sigpipe_block(&old);
-    for (i = 0; i < n && rc == 0; i++) {
-        if (mithril_entry_peek(s, keys[i], &e) < 0) {
-            res.skipped++;
-            continue;
-        }
-        t0 = mi_now_ns();
-        rc = with_fg(s, r, &c);
-        if (rc == 0) {
-            rc = push_entry(s, c, e, &res.files, &res.bytes);
-            after_fg(s, r, rc, t0);
-        }
-        mithril_entry_free(e);
-        if (rc == MITHRIL_ENOTFOUND || rc == MITHRIL_ECORRUPT) {
-            /* A local blob went missing or bad: skip that entry. */
-            mi_log(MITHRIL_LOG_WARN, "push: entry '%s' skipped: %s", keys[i],
-                   mithril_strerror(rc));
-            res.skipped++;
-            rc = 0;
-            continue;
-        }
-        res.entries += rc == 0;
-        if (fn) {
-            fn(i + 1, n, ctx);
-        }
-    }
-    sigpipe_restore(&old);
-    pthread_mutex_unlock(&r->mu);
-    mi_free_keys(keys, n);
-    if (rc < 0) {
-        mi_log(MITHRIL_LOG_ERROR, "push to %s: %s", r->url,
-               mithril_strerror(rc));
-        return rc;
-    }
-    if (out) {
-        *out = res;
-    }
-    return 0;
-}
-
 /* The entry keys the remote lists for a toolchain (or all of them). */
 static int
 remote_keys(redisContext *c, const char *toolchain, struct key_list *l)
@@ -1488,19 +1416,218 @@ remote_keys(redisContext *c, const char *toolchain, struct key_list *l)
     return rc;
 }
 
+/*
+ * push and pull move entries with POOL threads, each on a connection of
+ * its own, so that one entry's network transfer overlaps another's
+ * hashing and durable writes. The first remote failure stops them all.
+ */
+#define POOL 4
+
+struct pool {
+    mithril_store *s;
+    struct mi_remote *r;
+    char **keys;
+    size_t n;
+    int pull;
+    mithril_progress_fn fn;
+    void *ctx;
+    pthread_mutex_t mu;
+    size_t next;
+    size_t done;
+    int rc;
+    mithril_sync_result res;
+};
+
+/* Move one entry; counts go to res. Negative only for a remote failure. */
+static int
+pool_one(struct pool *p, redisContext **c, const char *key,
+         mithril_sync_result *res)
+{
+    struct fetch_result fr = {0, 0};
+    mithril_entry *e = NULL;
+    int64_t t0;
+    int have;
+    int rc;
+
+    have = mithril_entry_peek(p->s, key, &e) == 0;
+    if (p->pull ? have : !have) {
+        mithril_entry_free(e);
+        res->skipped++;
+        return 0;
+    }
+    t0 = mi_now_ns();
+    if (!breaker_allow(p->r)) {
+        mithril_entry_free(e);
+        return MITHRIL_EREMOTE;
+    }
+    if (!*c) {
+        *c = conn_open(p->r);
+        if (!*c) {
+            mithril_entry_free(e);
+            breaker_fail(p->s, p->r, mi_now_ns() - t0, "connect failed");
+            return MITHRIL_EREMOTE;
+        }
+    }
+    if (p->pull) {
+        rc = fetch_entry(p->s, *c, key, &fr);
+    } else {
+        rc = push_entry(p->s, *c, e, &fr.files, &fr.bytes);
+        mithril_entry_free(e);
+    }
+    res->files += fr.files;
+    res->bytes += fr.bytes;
+    if (rc == MITHRIL_EREMOTE || (*c)->err) {
+        redisFree(*c);
+        *c = NULL;
+        breaker_fail(p->s, p->r, mi_now_ns() - t0, "call failed");
+        return MITHRIL_EREMOTE;
+    }
+    breaker_ok(p->r);
+    if (rc == 0) {
+        res->entries++;
+    } else if (rc == MITHRIL_EPATH || rc == MITHRIL_ESIGNATURE ||
+               (p->pull && rc == MITHRIL_ECORRUPT)) {
+        res->rejected++;
+    } else {
+        /* Gone meanwhile (here or there), or a local blob went bad. */
+        mi_log(MITHRIL_LOG_DEBUG, "%s: entry '%s' skipped: %s",
+               p->pull ? "pull" : "push", key, mithril_strerror(rc));
+        res->skipped++;
+    }
+    return 0;
+}
+
+static void *
+pool_worker(void *arg)
+{
+    struct pool *p = arg;
+    redisContext *c = NULL;
+    mithril_sync_result one;
+    sigset_t old;
+    size_t i;
+    int rc;
+
+    sigpipe_block(&old);
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        if (p->rc < 0 || p->next >= p->n) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        i = p->next++;
+        pthread_mutex_unlock(&p->mu);
+        memset(&one, 0, sizeof(one));
+        rc = pool_one(p, &c, p->keys[i], &one);
+        pthread_mutex_lock(&p->mu);
+        p->res.entries += one.entries;
+        p->res.files += one.files;
+        p->res.bytes += one.bytes;
+        p->res.skipped += one.skipped;
+        p->res.rejected += one.rejected;
+        if (rc < 0 && p->rc == 0) {
+            p->rc = rc;
+        }
+        p->done++;
+        if (p->fn) {
+            p->fn(p->done, p->n, p->ctx);
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (c) {
+        redisFree(c);
+    }
+    sigpipe_restore(&old);
+    return NULL;
+}
+
+static int
+pool_run(struct pool *p, mithril_sync_result *out)
+{
+    pthread_t threads[POOL];
+    sigset_t all;
+    sigset_t old;
+    int started = 0;
+    int i;
+
+    pthread_mutex_init(&p->mu, NULL);
+    if (p->n > 1) {
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        for (i = 0; i < POOL && (size_t)i < p->n; i++) {
+            if (pthread_create(&threads[i], NULL, pool_worker, p) != 0) {
+                break;
+            }
+            started++;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    if (started == 0) {
+        pool_worker(p);
+    }
+    for (i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    pthread_mutex_destroy(&p->mu);
+    if (p->rc < 0) {
+        mi_log(MITHRIL_LOG_ERROR, "%s %s: %s",
+               p->pull ? "pull from" : "push to", p->r->url,
+               mithril_strerror(p->rc));
+        return p->rc;
+    }
+    if (out) {
+        *out = p->res;
+    }
+    return 0;
+}
+
+int
+mithril_remote_push(mithril_store *s, const char *toolchain,
+                    mithril_progress_fn fn, void *ctx, mithril_sync_result *out)
+{
+    struct pool p;
+    struct mi_remote *r;
+    char **keys = NULL;
+    size_t n = 0;
+    int rc;
+
+    if (!s) {
+        return MITHRIL_EINVAL;
+    }
+    r = remote_of(s);
+    if (!r) {
+        mi_log(MITHRIL_LOG_ERROR, "push: no remote (--remote or "
+                                  "MITHRIL_REMOTE)");
+        return MITHRIL_EINVAL;
+    }
+    if (r->read_only) {
+        return MITHRIL_ERDONLY;
+    }
+    rc = mi_collect_entries(s, toolchain, &keys, &n);
+    if (rc < 0) {
+        return rc;
+    }
+    memset(&p, 0, sizeof(p));
+    p.s = s;
+    p.r = r;
+    p.keys = keys;
+    p.n = n;
+    p.fn = fn;
+    p.ctx = ctx;
+    rc = pool_run(&p, out);
+    mi_free_keys(keys, n);
+    return rc;
+}
+
 int
 mithril_remote_pull(mithril_store *s, const char *toolchain,
                     mithril_progress_fn fn, void *ctx, mithril_sync_result *out)
 {
-    mithril_sync_result res = {0};
-    struct fetch_result fr;
     struct key_list l = {0};
     struct mi_remote *r;
+    struct pool p;
     redisContext *c;
-    mithril_entry *e;
     sigset_t old;
     int64_t t0;
-    size_t i;
     int rc;
 
     if (!s) {
@@ -1520,47 +1647,23 @@ mithril_remote_pull(mithril_store *s, const char *toolchain,
         rc = remote_keys(c, toolchain, &l);
         after_fg(s, r, rc, t0);
     }
-    for (i = 0; i < l.n && rc == 0; i++) {
-        if (mithril_entry_peek(s, l.keys[i], &e) == 0) {
-            mithril_entry_free(e);
-            res.skipped++;
-        } else {
-            t0 = mi_now_ns();
-            rc = with_fg(s, r, &c);
-            if (rc < 0) {
-                break;
-            }
-            fr.files = 0;
-            fr.bytes = 0;
-            rc = fetch_entry(s, c, l.keys[i], &fr);
-            after_fg(s, r, rc, t0);
-            res.files += fr.files;
-            res.bytes += fr.bytes;
-            if (rc == 0) {
-                res.entries++;
-            } else if (rc == MITHRIL_ENOTFOUND) {
-                res.skipped++;
-                rc = 0;
-            } else if (rc == MITHRIL_EPATH || rc == MITHRIL_ESIGNATURE ||
-                       rc == MITHRIL_ECORRUPT) {
-                res.rejected++;
-                rc = 0;
-            }
-        }
-        if (fn) {
-            fn(i + 1, l.n, ctx);
-        }
-    }
     sigpipe_restore(&old);
     pthread_mutex_unlock(&r->mu);
-    key_list_release(&l);
     if (rc < 0) {
+        key_list_release(&l);
         mi_log(MITHRIL_LOG_ERROR, "pull from %s: %s", r->url,
                mithril_strerror(rc));
         return rc;
     }
-    if (out) {
-        *out = res;
-    }
-    return 0;
+    memset(&p, 0, sizeof(p));
+    p.s = s;
+    p.r = r;
+    p.keys = l.keys;
+    p.n = l.n;
+    p.pull = 1;
+    p.fn = fn;
+    p.ctx = ctx;
+    rc = pool_run(&p, out);
+    key_list_release(&l);
+    return rc;
 }

@@ -433,6 +433,7 @@ test_killed_mid_run(void)
     mithril_store *a = open_store(&da);
     mithril_store *b = open_store(&db);
     char key[32];
+    double spent;
     double t0;
     int i;
 
@@ -444,16 +445,21 @@ test_killed_mid_run(void)
     CHECK_EQ_INT(mi_remote_fetch_entry(b, "w1/k/0"), 0);
 
     redis_stop();
-    t0 = now_s();
+    spent = 0;
     for (i = 1; i < 100; i++) {
         snprintf(key, sizeof(key), "w1/k/%d", i);
         put_entry(a, key, TAG_A, sizes, 2, 11 + (uint32_t)i);
+        /* Only the remote's share of the time is bounded. */
+        t0 = now_s();
         mi_remote_enqueue_entry(a, key);
         CHECK_EQ_INT(mi_remote_fetch_entry(b, key), MITHRIL_ENOTFOUND);
+        spent += now_s() - t0;
     }
+    t0 = now_s();
     mithril_store_close(a);
     mithril_store_close(b);
-    CHECK(now_s() - t0 < 5.0);
+    spent += now_s() - t0;
+    CHECK(spent < 5.0);
     check_rmrf(da);
     check_rmrf(db);
     free(da);
