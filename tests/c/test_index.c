@@ -394,6 +394,46 @@ test_processes(void)
     mithril_store_close(s);
 }
 
+/* A handle used before fork keeps working in the child (fresh env). */
+static void
+test_inherited_handle(void)
+{
+    mithril_store *s = open_store();
+    char a[MITHRIL_HEX_SIZE];
+    mithril_entry *e = NULL;
+    mithril_item it;
+    pid_t pid;
+    int status;
+
+    blob(s, "before fork", a);
+    it = item("f", a, 11);
+    CHECK_EQ_INT(mithril_entry_put(s, "k-parent", &it, 1, NULL), 0);
+    CHECK_EQ_INT(mithril_entry_get(s, "k-parent", &e), 0);
+    mithril_entry_free(e);
+    e = NULL;
+    pid = fork();
+    if (pid == 0) {
+        int bad = mithril_entry_get(s, "k-parent", &e) != 0;
+
+        mithril_entry_free(e);
+        bad += mithril_entry_put(s, "k-child", &it, 1, NULL) != 0;
+        mithril_store_close(s);
+        _exit(bad);
+    }
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ_INT(mithril_entry_peek(s, "k-child", &e), 0);
+    mithril_entry_free(e);
+    CHECK_EQ_INT(mithril_store_flush(s), 0);
+    CHECK_EQ_INT(mithril_entry_peek(s, "k-parent", &e), 0);
+    if (e) {
+        CHECK_EQ_INT(e->hits, 2);
+        mithril_entry_free(e);
+    }
+    CHECK_EQ_INT(mithril_store_clear(s), 0);
+    mithril_store_close(s);
+}
+
 struct problems {
     int corrupt, broken, other;
 };
@@ -505,6 +545,7 @@ main(void)
     RUN(test_persistence);
     RUN(test_foreach_order);
     RUN(test_processes);
+    RUN(test_inherited_handle);
     RUN(test_verify);
     RUN(test_schema_version); /* last: it spoils the store */
     check_rmrf(dir);
