@@ -33,19 +33,48 @@ static const struct mi_b3_ops ops_portable = {
     "portable", 1, mi_b3_compress_in_place_portable,
     mi_b3_compress_xof_portable, mi_b3_hash_many_portable};
 
-/* Ordered from the least to the most capable. */
+static const struct mi_b3_ops ops_sse41 = {
+    "sse41", 4, mi_b3_compress_in_place_sse41, mi_b3_compress_xof_sse41,
+    mi_b3_hash_many_sse41};
+
+static const struct mi_b3_ops ops_avx2 = {
+    "avx2", 8, mi_b3_compress_in_place_sse41, mi_b3_compress_xof_sse41,
+    mi_b3_hash_many_avx2};
+
+/*
+ * Ordered from the least to the most capable; each needs what the one
+ * before it needs. Limitation: no AVX-512 code (none of the machines this
+ * was written on could test it), so AVX-512 CPUs use AVX2.
+ */
 static const struct mi_b3_ops *const all_ops[] = {
     &ops_portable,
+    &ops_sse41,
+    &ops_avx2,
 };
 #define N_OPS (sizeof(all_ops) / sizeof(all_ops[0]))
 
 static const struct mi_b3_ops *chosen_ops;
 
-/* 1 when this CPU (and its OS) can run the implementation i of all_ops. */
+/*
+ * 1 when this CPU can run ops. The compiler's CPU check reads cpuid and,
+ * for AVX2, also xgetbv, so it is false when the OS does not save the
+ * 256-bit registers.
+ */
 static int
 cpu_can_run(const struct mi_b3_ops *ops)
 {
-    return strcmp(ops->name, "portable") == 0;
+    __builtin_cpu_init();
+    if (ops == &ops_portable) {
+        return 1;
+    }
+    if (ops == &ops_sse41) {
+        return __builtin_cpu_supports("sse4.1");
+    }
+    if (ops == &ops_avx2) {
+        return __builtin_cpu_supports("sse4.1") &&
+               __builtin_cpu_supports("avx2");
+    }
+    return 0;
 }
 
 static const struct mi_b3_ops *

@@ -37,9 +37,127 @@ enum {
 /* The widest hash_many of any implementation here (AVX2: 8 lanes). */
 #define MI_B3_MAX_DEGREE 8
 
-extern const uint32_t mi_b3_iv[8];
-/* The message word order of each of the 7 rounds. */
-extern const uint8_t mi_b3_schedule[7][16];
+/*
+ * Defined here, not in one .c file, so that each implementation sees the
+ * values at compile time: with the rounds unrolled, every message index
+ * is a constant and the message words can stay in registers.
+ */
+static const uint32_t mi_b3_iv[8] = {0x6A09E667, 0xBB67AE85, 0x3C6EF372,
+                                     0xA54FF53A, 0x510E527F, 0x9B05688C,
+                                     0x1F83D9AB, 0x5BE0CD19};
+
+/* Round r takes message word mi_b3_schedule[r][i] where round 0 takes i. */
+static const uint8_t mi_b3_schedule[7][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8},
+    {3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1},
+    {10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6},
+    {12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4},
+    {9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7},
+    {11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13},
+};
+
+/*
+ * The seven rounds, on state variables v0..v15 declared by the caller and
+ * message words m[0..15], with the caller's MI_B3_ADD, MI_B3_XOR and
+ * MI_B3_ROT16/12/8/7 (scalar words, or vectors of one word of several
+ * inputs). Named variables rather than an array, and literal message
+ * indices, so that the compiler keeps the state in registers at -O2.
+ */
+#define MI_B3_G(a, b, c, d, x, y)                                              \
+    do {                                                                       \
+        a = MI_B3_ADD(MI_B3_ADD(a, b), x);                                     \
+        d = MI_B3_ROT16(MI_B3_XOR(d, a));                                      \
+        c = MI_B3_ADD(c, d);                                                   \
+        b = MI_B3_ROT12(MI_B3_XOR(b, c));                                      \
+        a = MI_B3_ADD(MI_B3_ADD(a, b), y);                                     \
+        d = MI_B3_ROT8(MI_B3_XOR(d, a));                                       \
+        c = MI_B3_ADD(c, d);                                                   \
+        b = MI_B3_ROT7(MI_B3_XOR(b, c));                                       \
+    } while (0)
+
+#define MI_B3_ROUND(m, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12,  \
+                    s13, s14, s15)                                             \
+    do {                                                                       \
+        MI_B3_G(v0, v4, v8, v12, m[s0], m[s1]);                                \
+        MI_B3_G(v1, v5, v9, v13, m[s2], m[s3]);                                \
+        MI_B3_G(v2, v6, v10, v14, m[s4], m[s5]);                               \
+        MI_B3_G(v3, v7, v11, v15, m[s6], m[s7]);                               \
+        MI_B3_G(v0, v5, v10, v15, m[s8], m[s9]);                               \
+        MI_B3_G(v1, v6, v11, v12, m[s10], m[s11]);                             \
+        MI_B3_G(v2, v7, v8, v13, m[s12], m[s13]);                              \
+        MI_B3_G(v3, v4, v9, v14, m[s14], m[s15]);                              \
+    } while (0)
+
+/*
+ * The same round with the four G's of each step interleaved: one line of
+ * work for the four columns (or diagonals) at a time, so vector code has
+ * four independent chains in flight with few temporaries.
+ */
+#define MI_B3_G4(a0, b0, c0, d0, a1, b1, c1, d1, a2, b2, c2, d2, a3, b3, c3,   \
+                 d3, x0, x1, x2, x3, y0, y1, y2, y3)                           \
+    do {                                                                       \
+        a0 = MI_B3_ADD(MI_B3_ADD(a0, b0), x0);                                 \
+        a1 = MI_B3_ADD(MI_B3_ADD(a1, b1), x1);                                 \
+        a2 = MI_B3_ADD(MI_B3_ADD(a2, b2), x2);                                 \
+        a3 = MI_B3_ADD(MI_B3_ADD(a3, b3), x3);                                 \
+        d0 = MI_B3_ROT16(MI_B3_XOR(d0, a0));                                   \
+        d1 = MI_B3_ROT16(MI_B3_XOR(d1, a1));                                   \
+        d2 = MI_B3_ROT16(MI_B3_XOR(d2, a2));                                   \
+        d3 = MI_B3_ROT16(MI_B3_XOR(d3, a3));                                   \
+        c0 = MI_B3_ADD(c0, d0);                                                \
+        c1 = MI_B3_ADD(c1, d1);                                                \
+        c2 = MI_B3_ADD(c2, d2);                                                \
+        c3 = MI_B3_ADD(c3, d3);                                                \
+        b0 = MI_B3_ROT12(MI_B3_XOR(b0, c0));                                   \
+        b1 = MI_B3_ROT12(MI_B3_XOR(b1, c1));                                   \
+        b2 = MI_B3_ROT12(MI_B3_XOR(b2, c2));                                   \
+        b3 = MI_B3_ROT12(MI_B3_XOR(b3, c3));                                   \
+        a0 = MI_B3_ADD(MI_B3_ADD(a0, b0), y0);                                 \
+        a1 = MI_B3_ADD(MI_B3_ADD(a1, b1), y1);                                 \
+        a2 = MI_B3_ADD(MI_B3_ADD(a2, b2), y2);                                 \
+        a3 = MI_B3_ADD(MI_B3_ADD(a3, b3), y3);                                 \
+        d0 = MI_B3_ROT8(MI_B3_XOR(d0, a0));                                    \
+        d1 = MI_B3_ROT8(MI_B3_XOR(d1, a1));                                    \
+        d2 = MI_B3_ROT8(MI_B3_XOR(d2, a2));                                    \
+        d3 = MI_B3_ROT8(MI_B3_XOR(d3, a3));                                    \
+        c0 = MI_B3_ADD(c0, d0);                                                \
+        c1 = MI_B3_ADD(c1, d1);                                                \
+        c2 = MI_B3_ADD(c2, d2);                                                \
+        c3 = MI_B3_ADD(c3, d3);                                                \
+        b0 = MI_B3_ROT7(MI_B3_XOR(b0, c0));                                    \
+        b1 = MI_B3_ROT7(MI_B3_XOR(b1, c1));                                    \
+        b2 = MI_B3_ROT7(MI_B3_XOR(b2, c2));                                    \
+        b3 = MI_B3_ROT7(MI_B3_XOR(b3, c3));                                    \
+    } while (0)
+
+#define MI_B3_ROUND_WIDE(m, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11,  \
+                         s12, s13, s14, s15)                                   \
+    do {                                                                       \
+        MI_B3_G4(v0, v4, v8, v12, v1, v5, v9, v13, v2, v6, v10, v14, v3, v7,   \
+                 v11, v15, m[s0], m[s2], m[s4], m[s6], m[s1], m[s3], m[s5],    \
+                 m[s7]);                                                       \
+        MI_B3_G4(v0, v5, v10, v15, v1, v6, v11, v12, v2, v7, v8, v13, v3, v4,  \
+                 v9, v14, m[s8], m[s10], m[s12], m[s14], m[s9], m[s11],        \
+                 m[s13], m[s15]);                                              \
+    } while (0)
+
+/* The rows of mi_b3_schedule, written out. */
+#define MI_B3_ROUNDS(m)      MI_B3_ROUNDS_WITH(MI_B3_ROUND, m)
+#define MI_B3_ROUNDS_WIDE(m) MI_B3_ROUNDS_WITH(MI_B3_ROUND_WIDE, m)
+#define MI_B3_ROUNDS_WITH(MI_B3_ROUND, m)                                      \
+    do {                                                                       \
+        MI_B3_ROUND(m, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);  \
+        MI_B3_ROUND(m, 2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8);  \
+        MI_B3_ROUND(m, 3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1);  \
+        MI_B3_ROUND(m, 10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6);  \
+        MI_B3_ROUND(m, 12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4);  \
+        MI_B3_ROUND(m, 9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7);  \
+        MI_B3_ROUND(m, 11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13);  \
+    } while (0)
+
+/* For the hot inner functions, which -O2 might otherwise leave calls. */
+#define MI_B3_INLINE static inline __attribute__((always_inline))
 
 static inline uint32_t
 mi_b3_load32(const uint8_t *p)

@@ -3,27 +3,12 @@
  * hash_many that runs it on one input after another. It is the reference
  * every SIMD file is tested against and the fallback on any CPU.
  *
- * State layout: v[0..3] the chaining value's first half, v[4..7] its
- * second half, v[8..11] the first four IV words, v[12..15] the counter's
- * low and high words, the block length and the flags. Seven rounds, each a
- * column step then a diagonal step, with the message words taken in the
- * order mi_b3_schedule gives for that round.
+ * State layout: v0..v7 the chaining value, v8..v11 the first four IV
+ * words, v12..v15 the counter's low and high words, the block length and
+ * the flags. Seven rounds (MI_B3_ROUNDS), each a column step then a
+ * diagonal step, with the message words in mi_b3_schedule's order.
  */
 #include "blake3_impl.h"
-
-const uint32_t mi_b3_iv[8] = {0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A,
-                              0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19};
-
-/* Round r uses message word schedule[r][i] where round 0 uses word i. */
-const uint8_t mi_b3_schedule[7][16] = {
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8},
-    {3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1},
-    {10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6},
-    {12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4},
-    {9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7},
-    {11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13},
-};
 
 static inline uint32_t
 rotr32(uint32_t w, unsigned c)
@@ -31,57 +16,47 @@ rotr32(uint32_t w, unsigned c)
     return (w >> c) | (w << (32 - c));
 }
 
-static inline void
-g(uint32_t *v, int a, int b, int c, int d, uint32_t x, uint32_t y)
-{
-    v[a] = v[a] + v[b] + x;
-    v[d] = rotr32(v[d] ^ v[a], 16);
-    v[c] = v[c] + v[d];
-    v[b] = rotr32(v[b] ^ v[c], 12);
-    v[a] = v[a] + v[b] + y;
-    v[d] = rotr32(v[d] ^ v[a], 8);
-    v[c] = v[c] + v[d];
-    v[b] = rotr32(v[b] ^ v[c], 7);
-}
+#define MI_B3_ADD(a, b) ((a) + (b))
+#define MI_B3_XOR(a, b) ((a) ^ (b))
+#define MI_B3_ROT16(x)  rotr32(x, 16)
+#define MI_B3_ROT12(x)  rotr32(x, 12)
+#define MI_B3_ROT8(x)   rotr32(x, 8)
+#define MI_B3_ROT7(x)   rotr32(x, 7)
 
-static inline void
-round_fn(uint32_t v[16], const uint32_t m[16], const uint8_t *s)
-{
-    g(v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
-    g(v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
-    g(v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
-    g(v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
-    g(v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
-    g(v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
-    g(v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
-    g(v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
-}
-
-/* Run the seven rounds; v is left un-finalized (no feed-forward). */
-static inline void
-compress_core(uint32_t v[16], const uint32_t cv[8], const uint8_t block[64],
+/* Run the seven rounds; out gets the state before the feed-forward. */
+MI_B3_INLINE void
+compress_core(uint32_t out[16], const uint32_t cv[8], const uint8_t block[64],
               uint8_t block_len, uint64_t counter, uint8_t flags)
 {
     uint32_t m[16];
+    uint32_t v0 = cv[0], v1 = cv[1], v2 = cv[2], v3 = cv[3];
+    uint32_t v4 = cv[4], v5 = cv[5], v6 = cv[6], v7 = cv[7];
+    uint32_t v8 = mi_b3_iv[0], v9 = mi_b3_iv[1];
+    uint32_t v10 = mi_b3_iv[2], v11 = mi_b3_iv[3];
+    uint32_t v12 = (uint32_t)counter, v13 = (uint32_t)(counter >> 32);
+    uint32_t v14 = block_len, v15 = flags;
     int i;
 
     for (i = 0; i < 16; i++) {
         m[i] = mi_b3_load32(block + 4 * i);
     }
-    for (i = 0; i < 8; i++) {
-        v[i] = cv[i];
-    }
-    v[8] = mi_b3_iv[0];
-    v[9] = mi_b3_iv[1];
-    v[10] = mi_b3_iv[2];
-    v[11] = mi_b3_iv[3];
-    v[12] = (uint32_t)counter;
-    v[13] = (uint32_t)(counter >> 32);
-    v[14] = block_len;
-    v[15] = flags;
-    for (i = 0; i < 7; i++) {
-        round_fn(v, m, mi_b3_schedule[i]);
-    }
+    MI_B3_ROUNDS(m);
+    out[0] = v0;
+    out[1] = v1;
+    out[2] = v2;
+    out[3] = v3;
+    out[4] = v4;
+    out[5] = v5;
+    out[6] = v6;
+    out[7] = v7;
+    out[8] = v8;
+    out[9] = v9;
+    out[10] = v10;
+    out[11] = v11;
+    out[12] = v12;
+    out[13] = v13;
+    out[14] = v14;
+    out[15] = v15;
 }
 
 void
