@@ -48,7 +48,15 @@ def _warn_once(reason, text):
     if reason in _warned:
         return
     _warned.add(reason)
-    warnings.warn("mithril_cache: " + text, RuntimeWarning, stacklevel=3)
+    # Point the warning at the first caller outside this package.
+    here = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and \
+            os.path.dirname(frame.f_code.co_filename) == here:
+        level += 1
+        frame = frame.f_back
+    warnings.warn("mithril_cache: " + text, RuntimeWarning,
+                  stacklevel=level)
 
 
 def default_dir():
@@ -199,13 +207,22 @@ class Manager:
         rel = self.relpath(path)
         if rel is None:
             return
-        for rec in self._recorders:
+        for rec in tuple(self._recorders):
             rec.add(rel)
         if rel in self._touched:
             return
         self._touched.add(rel)
+        # A kernel's lock stands for its files (a .so is loaded by dlopen,
+        # which the hook does not see): inductor/locks/<stem>.lock ->
+        # inductor/<stem[1:3]>/<stem>.*, the entry of that stem.
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[1] == "locks" and \
+                parts[2].endswith(".lock") and len(parts[2]) > 8:
+            stem = parts[2][:-len(".lock")]
+            rel = "/".join((parts[0], stem[1:3], stem + ".so"))
         try:
-            _native.touch_path(self.store, self.work_dir, rel)
+            _native.touch_path(self.store, self.work_dir, rel,
+                               self.toolchain)
         except Exception:  # never break torch's own file access
             pass
 

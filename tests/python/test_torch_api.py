@@ -2,9 +2,12 @@
 compile: the toolchain text, the graph text and keys of the backend, the
 pip entry point's binary lookup."""
 
+import importlib
 import importlib.metadata
 import os
 import re
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -12,8 +15,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import mithril_cache  # noqa: E402
-from mithril_cache import _native, backend as be_mod, cli  # noqa: E402
+from mithril_cache import _native, cli  # noqa: E402
 from mithril_cache.toolchain import toolchain_text  # noqa: E402
+
+# The module (mithril_cache.backend, the attribute, is the function).
+be_mod = importlib.import_module("mithril_cache.backend")
 
 
 def test_toolchain_text_format(monkeypatch):
@@ -39,6 +45,22 @@ def _traced(width, seed=0):
     torch.manual_seed(seed)
     m = torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.ReLU())
     return torch.fx.symbolic_trace(m)
+
+
+def test_blake3_matches_b3sum(tmp_path):
+    b3sum = shutil.which("b3sum")
+    if not b3sum:
+        pytest.skip("b3sum not installed")
+    from mithril_cache import _blake3
+    for n in (0, 1, 64, 1024, 1025, 4097):
+        data = bytes((i * 7 + n) & 0xFF for i in range(n))
+        path = tmp_path / ("d%d" % n)
+        path.write_bytes(data)
+        want = subprocess.run([b3sum, "--no-names", str(path)],
+                              capture_output=True, text=True,
+                              check=True).stdout.strip()
+        assert _blake3.blake3_hex(data) == want
+        assert be_mod.blake3_hex(data) == want
 
 
 def test_graph_key_is_stable_and_discriminates():
