@@ -51,7 +51,7 @@
 #define MI_BATCH_MAX       4096
 #define MI_BATCH_NS        1000000000LL
 #define MI_EVICT_CHUNK     50000
-#define MI_BULK_CHUNK      20000
+#define MI_BULK_CHUNK      100000
 #define MI_ORPHAN_GRACE_NS (600LL * 1000000000LL)
 #define MI_DEFAULT_CAP     (10ULL << 30)
 #define MI_HDR             36
