@@ -124,8 +124,13 @@ report_corrupt(const char *addr)
     return CLI_CORRUPT;
 }
 
+/*
+ * Record the entry key -> the one file at path. Returns an exit status, or
+ * MITHRIL_ENOTFOUND when the blob vanished and may_retry is set.
+ */
 static int
-put_entry(mithril_store *s, const char *key, const char *path, const char *addr)
+put_entry(mithril_store *s, const char *key, const char *path, const char *addr,
+          int may_retry)
 {
     mithril_item item;
     mithril_blob_info info;
@@ -141,13 +146,14 @@ put_entry(mithril_store *s, const char *key, const char *path, const char *addr)
         item.mode = st.st_mode & 07777;
     }
     rc = mithril_store_blob_info(s, addr, &info);
-    if (rc < 0) {
-        cli_error("cannot read blob", addr, rc);
-        return cli_exit_for(rc);
+    if (rc == 0) {
+        item.size = info.logical_size;
+        memcpy(item.addr, addr, MITHRIL_HEX_SIZE);
+        rc = mithril_entry_put(s, key, &item, 1, NULL);
     }
-    item.size = info.logical_size;
-    memcpy(item.addr, addr, MITHRIL_HEX_SIZE);
-    rc = mithril_entry_put(s, key, &item, 1, NULL);
+    if (rc == MITHRIL_ENOTFOUND && may_retry) {
+        return rc;
+    }
     if (rc < 0) {
         cli_error("cannot record entry", key, rc);
         return cli_exit_for(rc);
@@ -161,7 +167,7 @@ cmd_put(int argc, char **argv)
     struct store_opts o;
     char addr[MITHRIL_HEX_SIZE];
     mithril_store *s;
-    int status, rc;
+    int status, rc, tries;
 
     if ((status = parse(argc, argv, "k", &o)) >= 0) {
         return status;
@@ -173,17 +179,31 @@ cmd_put(int argc, char **argv)
     if (!s) {
         return CLI_FAIL;
     }
-    if (!strcmp(o.arg, "-")) {
-        rc = mithril_store_put_fd(s, 0, addr);
-    } else {
-        rc = mithril_store_put_file(s, o.arg, addr);
+    for (tries = 0;; tries++) {
+        if (!strcmp(o.arg, "-")) {
+            rc = mithril_store_put_fd(s, 0, addr);
+        } else {
+            rc = mithril_store_put_file(s, o.arg, addr);
+        }
+        if (rc < 0) {
+            cli_error("cannot store", o.arg, rc);
+            status = rc == -ENOENT || rc == -EISDIR ? CLI_USAGE : CLI_FAIL;
+            goto out;
+        }
+        if (!o.key) {
+            status = CLI_OK;
+            break;
+        }
+        /*
+         * A gc in another process may evict the blob between the put and
+         * the entry (nothing refers to it yet): store it again and retry.
+         */
+        status = put_entry(s, o.key, o.arg, addr,
+                           tries < 5 && strcmp(o.arg, "-") != 0);
+        if (status != MITHRIL_ENOTFOUND) {
+            break;
+        }
     }
-    if (rc < 0) {
-        cli_error("cannot store", o.arg, rc);
-        status = rc == -ENOENT || rc == -EISDIR ? CLI_USAGE : CLI_FAIL;
-        goto out;
-    }
-    status = o.key ? put_entry(s, o.key, o.arg, addr) : CLI_OK;
     if (status == CLI_OK) {
         printf("%s\n", addr);
     }
