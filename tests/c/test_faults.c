@@ -807,5 +807,6 @@ main(void)
     mithril_store_close(src_store);
     free(big);
     check_rmrf(root);
+    free(root);
     return check_report();
 }
