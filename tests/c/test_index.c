@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <sys/wait.h>
 
 static char *dir;
@@ -434,6 +435,70 @@ test_inherited_handle(void)
     mithril_store_close(s);
 }
 
+struct thread_arg {
+    mithril_store *s;
+    int id;
+    int bad;
+    char addr[MITHRIL_HEX_SIZE];
+};
+
+static void *
+thread_main(void *p)
+{
+    struct thread_arg *a = p;
+    mithril_entry *e = NULL;
+    mithril_item it = item("t", a->addr, 6);
+    char key[64];
+    int i;
+
+    for (i = 0; i < 300; i++) {
+        a->bad += mithril_entry_get(a->s, "k-threads", &e) != 0;
+        mithril_entry_free(e);
+        e = NULL;
+        if (i % 30 == 0) {
+            snprintf(key, sizeof(key), "k-thread%d-%d", a->id, i % 4);
+            a->bad += mithril_entry_put(a->s, key, &it, 1, NULL) != 0;
+        }
+    }
+    return NULL;
+}
+
+/* Threads share one handle: lookups, puts, the flusher. */
+static void
+test_threads(void)
+{
+    mithril_store *s = open_store();
+    struct thread_arg args[4];
+    pthread_t th[4];
+    mithril_entry *e = NULL;
+    mithril_item it;
+    char a[MITHRIL_HEX_SIZE];
+    int i;
+
+    blob(s, "thread", a);
+    it = item("t", a, 6);
+    CHECK_EQ_INT(mithril_entry_put(s, "k-threads", &it, 1, NULL), 0);
+    for (i = 0; i < 4; i++) {
+        args[i].s = s;
+        args[i].id = i;
+        args[i].bad = 0;
+        memcpy(args[i].addr, a, sizeof(a));
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, thread_main, &args[i]), 0);
+    }
+    for (i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(args[i].bad, 0);
+    }
+    CHECK_EQ_INT(mithril_store_flush(s), 0);
+    CHECK_EQ_INT(mithril_entry_peek(s, "k-threads", &e), 0);
+    if (e) {
+        CHECK_EQ_INT(e->hits, 1200);
+        mithril_entry_free(e);
+    }
+    CHECK_EQ_INT(mithril_store_clear(s), 0);
+    mithril_store_close(s);
+}
+
 struct problems {
     int corrupt, broken, other;
 };
@@ -546,6 +611,7 @@ main(void)
     RUN(test_foreach_order);
     RUN(test_processes);
     RUN(test_inherited_handle);
+    RUN(test_threads);
     RUN(test_verify);
     RUN(test_schema_version); /* last: it spoils the store */
     check_rmrf(dir);
