@@ -15,7 +15,7 @@ Times are from just before enable()/torch.compile() to the end of the
 first compiled call (torch's import excluded). Each process checks its
 outputs against eager within a tolerance and fails loudly otherwise.
 
-    python demo/demo.py [--dir STORE] [--models transformer,cnn]
+    python demo/demo.py [--dir STORE] [--models transformer,cnn] [--dynamo]
 """
 
 import argparse
@@ -166,21 +166,28 @@ def _human(n):
 
 
 def print_table(rows):
+    dynamo = any("dynamo_warm" in r for r in rows)
     head = ("model", "eager", "torch cold", "torch warm", "mithril cold",
             "mithril warm", "graphs hit/miss", "hit rate", "store")
+    if dynamo:
+        head += ("dynamo warm",)
     table = [head]
     for r in rows:
         w = r["mithril_warm"]
         hits, misses = w["graph_hits"], w["graph_misses"]
         rate = hits / (hits + misses) if hits + misses else 0.0
-        table.append((
+        row = (
             r["model"], "%.2f s" % r["eager"]["first_call_s"],
             "%.2f s" % r["torch_cold"]["first_call_s"],
             "%.2f s" % r["torch_warm"]["first_call_s"],
             "%.2f s" % r["mithril_cold"]["first_call_s"],
             "%.2f s" % w["first_call_s"],
             "%d/%d" % (hits, misses), "%.0f%%" % (100 * rate),
-            _human(w.get("store_bytes") or 0)))
+            _human(w.get("store_bytes") or 0))
+        if dynamo:
+            d = r.get("dynamo_warm")
+            row += ("%.2f s" % d["first_call_s"] if d else "-",)
+        table.append(row)
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for n, row in enumerate(table):
         print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)))
@@ -192,12 +199,18 @@ def print_table(rows):
     print("mithril warm: working folder deleted before the run; outputs "
           "checked against eager (tolerance %g) in every process." %
           TOLERANCE)
+    if dynamo:
+        print("dynamo warm: enable(dynamo_cache=True) "
+              "(TORCH_CACHING_PRECOMPILE=1), working folder deleted: "
+              "Dynamo's tracing also comes from the store.")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", help="store folder (default: a temporary one)")
     ap.add_argument("--models", default="transformer,cnn,mlp")
+    ap.add_argument("--dynamo", action="store_true",
+                    help="also measure the Dynamo-level cache")
     ap.add_argument("--json", action="store_true",
                     help="print the raw results as JSON too")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -214,7 +227,7 @@ def main(argv=None):
         rows = []
         for model in args.models.split(","):
             print("measuring %s ..." % model, file=sys.stderr, flush=True)
-            rows.append(measure(model, base, store))
+            rows.append(measure(model, base, store, dynamo=args.dynamo))
         print("mithril demo: store %s" % store)
         print()
         print_table(rows)

@@ -89,7 +89,9 @@ class Manager:
     Attributes: ``enabled`` (bool), ``reason`` (why not, when disabled),
     ``store`` (the open mithril_cache.Store, or None), ``work_dir``,
     ``toolchain`` (fingerprint text), ``dynamo_cache`` (bool),
-    ``restored`` (what enable() materialized, a dict from the C restore).
+    ``restored`` (what enable() materialized, a dict from the C restore),
+    ``remote`` (the remote URL or None) and ``pulled`` (what enable()
+    pulled from it).
     """
 
     def __init__(self, store=None, work_dir=None, toolchain=None,
@@ -101,6 +103,8 @@ class Manager:
         self.dynamo_cache = dynamo_cache
         self.enabled = store is not None
         self.restored = {}
+        self.pulled = {}
+        self.remote = None
         self.last_capture = {}
         # Per-process counters of the keyed backend (backend.py).
         self.counters = {"graph_hits": 0, "graph_misses": 0,
@@ -155,6 +159,8 @@ class Manager:
                 res = _native.capture(self.store, self.work_dir,
                                       self.toolchain)
                 self.store.flush()
+                if self.remote:
+                    _native.remote_drain(self.store, 2000)
             except (_native.Error, OSError) as exc:
                 _warn_once("capture", "capture into %s failed: %s" % (
                     self.store_dir(), exc))
@@ -175,6 +181,8 @@ class Manager:
         out["process"] = dict(self.counters)
         out["restored"] = dict(self.restored)
         out["captured"] = dict(self.last_capture)
+        if self.remote:
+            out["pulled"] = dict(self.pulled)
         return out
 
     def disable(self):
@@ -363,20 +371,34 @@ def _enable(dir, max_size, remote, work_dir, dynamo_cache):
         if os.environ.get("MITHRIL_DISABLE", "") not in ("", "0"):
             return _disabled("env", "MITHRIL_DISABLE is set")
         dir = os.path.abspath(os.fspath(dir or default_dir()))
-        if work_dir is None:
-            work_dir = os.environ.get("MITHRIL_WORK_DIR") or os.path.join(
-                dir, "work")
-        work_dir = os.path.abspath(os.fspath(work_dir))
+        if work_dir is not None:
+            work_dir = os.path.abspath(os.fspath(work_dir))
         cur = _active
-        if cur is not None and cur.enabled and \
-                cur.store_dir() == dir and cur.work_dir == work_dir:
+        if cur is not None and cur.enabled and cur.store_dir() == dir and \
+                work_dir in (None, cur.work_dir):
             if dynamo_cache and not cur.dynamo_cache:
                 cur.dynamo_cache = True
                 _set_dynamo_cache()
             return cur
+        try:
+            store = _open_store(dir, max_size, remote)
+            config = _native.config(store)
+        except (_native.Error, OSError) as exc:
+            return _disabled("store", "cannot open the store %s: %s" % (
+                dir, exc))
+        if config.get("disabled", ("no",))[0] not in ("no", "off", "0"):
+            store.close()
+            return _disabled("config", "the store's configuration "
+                             "disables caching (%s)" % dir)
+        if work_dir is None:
+            # The library's setting: $MITHRIL_WORK_DIR, the store's config
+            # file, else <dir>/work.
+            work_dir = os.path.abspath(config.get(
+                "work_dir", (os.path.join(dir, "work"),))[0])
         inductor = os.path.join(work_dir, "inductor")
         other = _torch_compiled_elsewhere(inductor)
         if other is not None:
+            store.close()
             raise RuntimeError(
                 "mithril_cache.enable(): torch already compiled in this "
                 "process with the cache folder %s; switching to %s now "
@@ -386,21 +408,25 @@ def _enable(dir, max_size, remote, work_dir, dynamo_cache):
                     other, inductor))
         if cur is not None and cur.enabled:
             cur.disable()
-        try:
-            store = _open_store(dir, max_size, remote)
-        except (_native.Error, OSError) as exc:
-            return _disabled("store", "cannot open the store %s: %s" % (
-                dir, exc))
+        remote_url = config.get("remote", ("none",))[0]
         try:
             os.makedirs(inductor, exist_ok=True)
             os.makedirs(os.path.join(work_dir, "triton"), exist_ok=True)
             _check_writable(inductor)
         except OSError as exc:
+            store.close()
             return _disabled("work", "cannot write the work folder %s: %s"
                              % (work_dir, exc))
         tc = toolchain_text()
         mgr = Manager(store=store, work_dir=work_dir, toolchain=tc,
                       dynamo_cache=dynamo_cache)
+        if remote_url and remote_url != "none":
+            mgr.remote = remote_url
+            try:
+                mgr.pulled = _native.pull(store, tc)
+            except (_native.Error, OSError) as exc:
+                _warn_once("pull", "pulling from %s failed: %s" % (
+                    remote_url, exc))
         try:
             mgr.restored = _native.restore(store, work_dir, tc)
         except (_native.Error, OSError) as exc:
