@@ -278,6 +278,9 @@ cmd_get(int argc, char **argv)
         memcpy(addr, o.arg, MITHRIL_HEX_SIZE);
     }
     status = CLI_OK;
+    if (o.out && !strcmp(o.out, "-")) {
+        o.out = NULL; /* "-o -": standard output */
+    }
     if (o.out) {
         rc = mithril_store_get_file(s, addr, o.out, mode);
     } else {

@@ -62,6 +62,8 @@ def test_get_output_file(cli, tmp_path):
     assert out.read_bytes() == f.read_bytes()
     # Published atomically: no temporary file left beside it.
     assert sorted(x.name for x in out.parent.iterdir()) == ["copy.so"]
+    # "-o -" is standard output.
+    assert cli("get", addr, "-o", "-", check=True).stdout == f.read_bytes()
 
 
 def test_key_put_get_delete(cli, tmp_path):
