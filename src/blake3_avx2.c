@@ -6,10 +6,9 @@
  *
  * The state is transposed: register i holds state word i of all eight
  * inputs, so each step of G is one instruction for the eight. On x86-64
- * the rounds are inline assembly (see compress8 for why). Each block
- * of the eight inputs is loaded as sixteen 32-byte rows (words 0-7 and
- * 8-15 of each input) and turned word-major by two 8x8 transposes; the
- * chaining values go back input-major the same way at the end. Fewer than
+ * the rounds are inline assembly (see compress8 for why). Message words
+ * are transposed as they are loaded (load_msg8); the chaining values go
+ * back input-major by one 8x8 transpose at the end. Fewer than
  * eight inputs left over go to the SSE4.1 code.
  */
 #include "blake3_impl.h"
@@ -20,6 +19,15 @@ static inline __m256i
 loadu(const uint8_t *p)
 {
     return _mm256_loadu_si256((const __m256i *)p);
+}
+
+/* 16 bytes at lo in the low half, 16 bytes at hi in the high half. */
+static inline __m256i
+load2x128(const uint8_t *lo, const uint8_t *hi)
+{
+    return _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
+        _mm_loadu_si128((const __m128i *)hi), 1);
 }
 
 static inline void
@@ -109,18 +117,33 @@ transpose8(__m256i v[8])
     v[7] = _mm256_permute2x128_si256(abcd37, efgh37, 0x31);
 }
 
-/* Message word w of the eight inputs' block at offset off, for every w. */
+/*
+ * Message word w of the eight inputs' block at offset off, for every w.
+ * Each quarter of the block (4 words) is loaded 16 bytes per input, input
+ * j in the low half of a register and input j + 4 in the high half, so
+ * that a 4x4 transpose inside each half finishes the job: no shuffle has
+ * to cross the halves.
+ */
 MI_B3_INLINE void
 load_msg8(const uint8_t *const *in, size_t off, __m256i m[16])
 {
-    int j;
+    __m256i r0, r1, r2, r3, ab01, ab23, cd01, cd23;
+    size_t q;
 
-    for (j = 0; j < 8; j++) {
-        m[j] = loadu(in[j] + off);
-        m[8 + j] = loadu(in[j] + off + 32);
+    for (q = 0; q < 4; q++) {
+        r0 = load2x128(in[0] + off + 16 * q, in[4] + off + 16 * q);
+        r1 = load2x128(in[1] + off + 16 * q, in[5] + off + 16 * q);
+        r2 = load2x128(in[2] + off + 16 * q, in[6] + off + 16 * q);
+        r3 = load2x128(in[3] + off + 16 * q, in[7] + off + 16 * q);
+        ab01 = _mm256_unpacklo_epi32(r0, r1);
+        ab23 = _mm256_unpackhi_epi32(r0, r1);
+        cd01 = _mm256_unpacklo_epi32(r2, r3);
+        cd23 = _mm256_unpackhi_epi32(r2, r3);
+        m[4 * q] = _mm256_unpacklo_epi64(ab01, cd01);
+        m[4 * q + 1] = _mm256_unpackhi_epi64(ab01, cd01);
+        m[4 * q + 2] = _mm256_unpacklo_epi64(ab23, cd23);
+        m[4 * q + 3] = _mm256_unpackhi_epi64(ab23, cd23);
     }
-    transpose8(&m[0]);
-    transpose8(&m[8]);
 }
 
 /*
