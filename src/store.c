@@ -762,7 +762,12 @@ mithril_store_put(mithril_store *s, const void *data, size_t len,
         src.mem = (const uint8_t *)"";
     }
 
-    /* Hash first: content already present costs no write at all. */
+    /*
+     * Hash first: content already present costs no write at all.
+     * Limitation: the existing file is trusted, not re-verified; a damaged
+     * one is found (and quarantined) by the next get or verify, after
+     * which a put stores the content again.
+     */
     mithril_blake3_hash(src.mem, len, d);
     mithril_hex(d, sizeof(d), a);
     rc = blob_present(s, a);
