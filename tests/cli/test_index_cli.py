@@ -136,3 +136,17 @@ def test_clear(cli, tmp_path, store_dir):
     assert ls_keys(cli) == []
     blobs = [f for f in (Path(store_dir) / "blobs").rglob("*") if f.is_file()]
     assert blobs == []
+
+
+def test_verify_removes_dead_temp_files(cli, tmp_path, store_dir):
+    put_random(cli, tmp_path, "t", 100)
+    dead = Path(store_dir) / "tmp" / ".mtmp.2147483000.1-1"
+    dead.parent.mkdir(exist_ok=True)
+    dead.write_bytes(b"left by a process that died")
+    mine = Path(store_dir) / "tmp" / "not-a-temp-name"
+    mine.write_bytes(b"x")
+    p = cli("verify", text=True)
+    assert p.returncode == 4
+    assert "stale temp file" in p.stdout
+    assert not dead.exists() and mine.exists()
+    assert cli("verify").returncode == 0
