@@ -27,6 +27,14 @@
  *
  * Working folder: --work-dir, else $MITHRIL_WORK_DIR, else <store>/work;
  * made absolute before it is handed to CMD.
+ *
+ * Precompiled headers: torch 2.13 builds a ~150 MB precompiled header for
+ * its C++ kernels on every process's first CPU compile, even when the
+ * kernel's .so is already there, and keeps it outside its cache folder
+ * (<tempdir>/torchinductor_<user>/precompiled_headers). On a fresh machine
+ * or under another user name that rebuild costs more than the whole warm
+ * start, so run sets TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS=0 unless
+ * the environment already sets it. Kernel cache keys do not depend on it.
  */
 #include "cli.h"
 
@@ -328,7 +336,8 @@ set_child_env(const char *work, const char *store_dir, const char *tc)
     if (setenv("TRITON_CACHE_DIR", path, 1) < 0 ||
         setenv("MITHRIL_WORK_DIR", work, 1) < 0 ||
         setenv("MITHRIL_DIR", store_dir, 1) < 0 ||
-        setenv("MITHRIL_TOOLCHAIN", tc, 1) < 0) {
+        setenv("MITHRIL_TOOLCHAIN", tc, 1) < 0 ||
+        setenv("TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS", "0", 0) < 0) {
         return -errno;
     }
     return 0;

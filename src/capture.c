@@ -1167,8 +1167,9 @@ rs_stage(struct rs_ctx *c, const mithril_entry *e, const mithril_item *it,
     }
     snprintf(p->tmp, sizeof(p->tmp), ".mtmp.%ld.r%lu", (long)getpid(),
              ++c->counter);
-    fd = openat(dfd, p->tmp,
-                O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    fd = mi_sys.openat(dfd, p->tmp,
+                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                       0600);
     if (fd < 0) {
         return -errno;
     }
