@@ -7,7 +7,9 @@
  *   mithril import FILE
  *
  * TC is a toolchain tag (16 hex, the tc= of an entry's meta) or the full
- * toolchain text; --this-machine takes the text from $MITHRIL_TOOLCHAIN.
+ * toolchain text; --this-machine takes the text from $MITHRIL_TOOLCHAIN,
+ * else from cli_toolchain_text (the computation `mithril run` uses) when
+ * the command is linked with one.
  * On a terminal, progress is one line redrawn with \r on stderr; the
  * result is one summary line on stdout:
  *   pushed N entries, M blobs, B bytes in T s
@@ -20,6 +22,14 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/*
+ * The toolchain text of this machine as `mithril run` computes it: flag,
+ * environment, else asking python. Weak: absent until cmd_run.c exports
+ * it, and then --this-machine needs MITHRIL_TOOLCHAIN.
+ */
+int cli_toolchain_text(const char *flag, const char *prog, char *out, size_t n)
+    __attribute__((weak));
 
 enum sync_kind { SYNC_PUSH, SYNC_PULL, SYNC_EXPORT, SYNC_IMPORT };
 
@@ -106,6 +116,7 @@ run_sync(int kind, int argc, char **argv)
     mithril_sync_result res = {0};
     const char *toolchain = NULL;
     const char *file = NULL;
+    char tc_buf[4096];
     int this_machine = 0;
     mithril_store *s;
     double t0;
@@ -139,6 +150,10 @@ run_sync(int kind, int argc, char **argv)
                                           "exclude each other");
         }
         toolchain = getenv("MITHRIL_TOOLCHAIN");
+        if ((!toolchain || !*toolchain) && cli_toolchain_text &&
+            cli_toolchain_text(NULL, NULL, tc_buf, sizeof(tc_buf)) == 0) {
+            toolchain = tc_buf;
+        }
         if (!toolchain || !*toolchain) {
             return cli_usage(verbs[kind], "--this-machine needs "
                                           "MITHRIL_TOOLCHAIN set");

@@ -710,22 +710,30 @@ store_inline(mithril_store *s, const redisReply *rep, const char *addr,
     uint8_t digest[MITHRIL_BLAKE3_OUT_LEN];
     char hex[MITHRIL_HEX_SIZE];
     char put_addr[MITHRIL_HEX_SIZE];
-    void *buf;
-    int rc;
+    const char *payload = rep->str + HEADER_LEN;
+    size_t plen = (size_t)rep->len - HEADER_LEN;
+    const void *content = payload;
+    void *buf = NULL;
+    int rc = 0;
 
-    buf = malloc(len ? (size_t)len : 1);
-    if (!buf) {
-        return -ENOMEM;
+    /* Raw content is verified and stored straight from the reply. */
+    if (rep->str[3] != 'r') {
+        buf = malloc(len ? (size_t)len : 1);
+        if (!buf) {
+            return -ENOMEM;
+        }
+        rc = decode_payload(rep->str[3], payload, plen, buf, (size_t)len);
+        content = buf;
+    } else if (plen != len) {
+        rc = MITHRIL_ECORRUPT;
     }
-    rc = decode_payload(rep->str[3], rep->str + HEADER_LEN,
-                        (size_t)rep->len - HEADER_LEN, buf, (size_t)len);
     if (rc == 0) {
-        mithril_blake3_hash(buf, (size_t)len, digest);
+        mithril_blake3_hash(content, (size_t)len, digest);
         mithril_hex(digest, sizeof(digest), hex);
         rc = strcmp(hex, addr) == 0 ? 0 : MITHRIL_ECORRUPT;
     }
     if (rc == 0) {
-        rc = mithril_store_put(s, buf, (size_t)len, put_addr);
+        rc = mithril_store_put(s, content, (size_t)len, put_addr);
     }
     if (rc == 0 && strcmp(put_addr, addr) != 0) {
         rc = MITHRIL_ECORRUPT;
