@@ -8,8 +8,8 @@
  * inputs, so each step of G is one instruction for the eight. On x86-64
  * the rounds are inline assembly (see compress8 for why). Message words
  * are transposed as they are loaded (load_msg8); the chaining values go
- * back input-major by one 8x8 transpose at the end. Fewer than
- * eight inputs left over go to the SSE4.1 code.
+ * back input-major by one 8x8 transpose at the end. Two to seven inputs
+ * left over still take the eight-lane path; a single one goes to SSE4.1.
  */
 #include "blake3_impl.h"
 
@@ -336,6 +336,24 @@ mi_b3_hash_many_avx2(const uint8_t *const *inputs, size_t n, size_t blocks,
         inputs += 8;
         n -= 8;
         out += 8 * MI_B3_OUT_LEN;
+    }
+
+    /*
+     * Two to seven left: eight lanes with the spare ones repeating the
+     * first input (their results are dropped) still beat narrower code.
+     */
+    if (n >= 2) {
+        const uint8_t *lanes[8];
+        uint8_t cvs[8 * MI_B3_OUT_LEN];
+        size_t i;
+
+        for (i = 0; i < 8; i++) {
+            lanes[i] = inputs[i < n ? i : 0];
+        }
+        hash8(lanes, blocks, key, counter, increment_counter, flags,
+              flags_start, flags_end, cvs);
+        memcpy(out, cvs, n * MI_B3_OUT_LEN);
+        return;
     }
     mi_b3_hash_many_sse41(inputs, n, blocks, key, counter, increment_counter,
                           flags, flags_start, flags_end, out);

@@ -273,6 +273,29 @@ mi_b3_hash_many_sse41(const uint8_t *const *inputs, size_t n, size_t blocks,
         n -= 4;
         out += 4 * MI_B3_OUT_LEN;
     }
-    mi_b3_hash_many_portable(inputs, n, blocks, key, counter, increment_counter,
-                             flags, flags_start, flags_end, out);
+
+    /* The rest one at a time, a block at a time. */
+    while (n > 0) {
+        uint32_t cv[8];
+        uint8_t block_flags = flags | flags_start;
+        size_t b;
+
+        memcpy(cv, key, sizeof(cv));
+        for (b = 0; b < blocks; b++) {
+            if (b + 1 == blocks) {
+                block_flags |= flags_end;
+            }
+            mi_b3_compress_in_place_sse41(cv, inputs[0] + b * MI_B3_BLOCK_LEN,
+                                          MI_B3_BLOCK_LEN, counter,
+                                          block_flags);
+            block_flags = flags;
+        }
+        mi_b3_store_cv(out, cv);
+        if (increment_counter) {
+            counter++;
+        }
+        inputs++;
+        n--;
+        out += MI_B3_OUT_LEN;
+    }
 }
