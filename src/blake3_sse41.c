@@ -6,7 +6,8 @@
  *  - one block at a time, the 4x4 state held as four rows in four
  *    registers: a column step works on whole rows, then rows 1..3 are
  *    rotated by one, two and three lanes so that the diagonals line up as
- *    columns, and rotated back after the diagonal step;
+ *    columns, and rotated back after the diagonal step; the message
+ *    words move into each round's order by a few shuffles (permute_msg);
  *  - four inputs at once (hash_many), "transposed": register i holds
  *    state word i of all four inputs, so every step of G is one
  *    instruction for the four; message words are transposed the same way
@@ -84,11 +85,38 @@ g_rows(__m128i *r0, __m128i *r1, __m128i *r2, __m128i *r3, __m128i mx,
     *r1 = rot7(vxor(*r1, *r2));
 }
 
-static inline __m128i
-gather4(const uint32_t m[16], const uint8_t *s, int a, int b, int c, int d)
+/* Two words of a and two of b, as _mm_shuffle_ps picks them. */
+#define SHUF2(a, b, imm)                                                       \
+    _mm_castps_si128(                                                          \
+        _mm_shuffle_ps(_mm_castsi128_ps(a), _mm_castsi128_ps(b), (imm)))
+
+/*
+ * The message words of the next round from this round's. A round takes
+ * its words as four vectors: x and y of the column step, z and w of the
+ * diagonal step, that is words (0,2,4,6), (1,3,5,7), (8,10,12,14) and
+ * (9,11,13,15) in the round's order. Each round's order is the last one's
+ * under the fixed permutation of the specification, which moves
+ * x' = (x1, y1, y3, x2), y' = (x3, z1, x0, w2), z' = (y0, z2, w0, w3),
+ * w' = (w1, y2, z3, z0).
+ */
+static inline void
+permute_msg(__m128i *x, __m128i *y, __m128i *z, __m128i *w)
 {
-    return _mm_setr_epi32((int)m[s[a]], (int)m[s[b]], (int)m[s[c]],
-                          (int)m[s[d]]);
+    __m128i nx, ny, nz, nw, t;
+
+    t = SHUF2(*x, *y, _MM_SHUFFLE(3, 1, 2, 1)); /* x1 x2 y1 y3 */
+    nx = _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 3, 2, 0));
+    t = SHUF2(*x, *w, _MM_SHUFFLE(2, 2, 0, 3));        /* x3 x0 w2 w2 */
+    t = _mm_shuffle_epi32(t, _MM_SHUFFLE(3, 1, 1, 0)); /* x3 .. x0 w2 */
+    ny = _mm_blend_epi16(t, *z, 0x0C);
+    t = SHUF2(*z, *w, _MM_SHUFFLE(3, 0, 2, 0)); /* z0 z2 w0 w3 */
+    nz = _mm_blend_epi16(t, *y, 0x03);
+    t = SHUF2(*w, *y, _MM_SHUFFLE(2, 0, 0, 1)); /* w1 w0 y0 y2 */
+    nw = SHUF2(t, *z, _MM_SHUFFLE(0, 3, 3, 0));
+    *x = nx;
+    *y = ny;
+    *z = nz;
+    *w = nw;
 }
 
 static inline void
@@ -101,21 +129,24 @@ compress_rows(__m128i rows[4], const uint32_t cv[8], const uint8_t block[64],
     __m128i r3 =
         _mm_setr_epi32((int)(uint32_t)counter, (int)(uint32_t)(counter >> 32),
                        block_len, flags);
-    uint32_t m[16];
-    const uint8_t *s;
+    __m128i q0 = loadu(block), q1 = loadu(block + 16);
+    __m128i q2 = loadu(block + 32), q3 = loadu(block + 48);
+    __m128i x = SHUF2(q0, q1, _MM_SHUFFLE(2, 0, 2, 0));
+    __m128i y = SHUF2(q0, q1, _MM_SHUFFLE(3, 1, 3, 1));
+    __m128i z = SHUF2(q2, q3, _MM_SHUFFLE(2, 0, 2, 0));
+    __m128i w = SHUF2(q2, q3, _MM_SHUFFLE(3, 1, 3, 1));
     int r;
 
-    memcpy(m, block, 64); /* x86 is little-endian, as BLAKE3 is */
     for (r = 0; r < 7; r++) {
-        s = mi_b3_schedule[r];
-        g_rows(&r0, &r1, &r2, &r3, gather4(m, s, 0, 2, 4, 6),
-               gather4(m, s, 1, 3, 5, 7));
+        if (r > 0) {
+            permute_msg(&x, &y, &z, &w);
+        }
+        g_rows(&r0, &r1, &r2, &r3, x, y);
         /* Line the diagonals up as columns. */
         r1 = _mm_shuffle_epi32(r1, 0x39);
         r2 = _mm_shuffle_epi32(r2, 0x4E);
         r3 = _mm_shuffle_epi32(r3, 0x93);
-        g_rows(&r0, &r1, &r2, &r3, gather4(m, s, 8, 10, 12, 14),
-               gather4(m, s, 9, 11, 13, 15));
+        g_rows(&r0, &r1, &r2, &r3, z, w);
         r1 = _mm_shuffle_epi32(r1, 0x93);
         r2 = _mm_shuffle_epi32(r2, 0x4E);
         r3 = _mm_shuffle_epi32(r3, 0x39);
