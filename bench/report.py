@@ -167,6 +167,24 @@ def write_markdown(res, path):
               f"{r('remote_warm_s', 'mithril_warm_s')} | "
               f"{fmt_value(t.get('hit_rate'), '%')} |")
         w("")
+        main_cols = {"model", "eager_s", "cold_s", "torch_warm_s",
+                     "mithril_warm_s", "remote_warm_s", "hit_rate",
+                     "hit_overhead_s", "errors", "repeats"}
+        for t in res["torch"]:
+            extra = []
+            for k, v in sorted(t.items()):
+                if k in main_cols or isinstance(v, bool):
+                    continue
+                if isinstance(v, (int, float)):
+                    unit = ("%" if k.endswith("rate") else
+                            "s" if k.endswith("_s") else "")
+                    extra.append(f"{k} {fmt_value(v, unit)}")
+            if t.get("cold_s") and t.get("torch_cold_s"):
+                extra.append("cold/torch cold "
+                             f"{t['cold_s'] / t['torch_cold_s']:.2f}x")
+            if extra:
+                w(f"- {t.get('model')}: " + ", ".join(extra))
+        w("")
         w("Chart: [torch.png](torch.png)")
         w("")
 
