@@ -146,19 +146,14 @@ def test_cold_then_warm_through_the_store(mithril_bin, tmp_path,
     assert not (tmp_path / "unused").exists()
 
 
-def _package_with_native(mithril_bin, tmp_path):
-    """mithril_cache's sources beside the _native built with mithril_bin."""
-    built = Path(mithril_bin).resolve().parent / "python" / "mithril_cache"
-    pkg = tmp_path / "pkg" / "mithril_cache"
-    shutil.copytree(ROOT / "python" / "mithril_cache", pkg,
-                    ignore=shutil.ignore_patterns("_native*", "__pycache__"))
-    for so in built.glob("_native*"):
-        os.symlink(so, pkg / so.name)
-    return pkg.parent
+def _pythonpath(mithril_bin):
+    """mithril_cache's sources and the _native built beside mithril_bin."""
+    built = Path(mithril_bin).resolve().parent / "python"
+    return os.pathsep.join([str(ROOT / "python"), str(built)])
 
 
 def test_toolchain_text_equals_python_layer(mithril_bin, tmp_path):
-    env = _env(PYTHONPATH=_package_with_native(mithril_bin, tmp_path))
+    env = _env(PYTHONPATH=_pythonpath(mithril_bin))
     code = ("import os\n"
             "from mithril_cache.toolchain import toolchain_text\n"
             "print(os.environ['MITHRIL_TOOLCHAIN'])\n"
@@ -255,3 +250,88 @@ def test_capture_restore_commands(mithril_bin, tmp_path):
     assert json.loads(p.stdout)["entries"] == 1
     p = _run(mithril_bin, store, "restore", "--all", "--toolchain", "x")
     assert p.returncode == 2
+
+
+BINDINGS = r'''
+import json, os, sys, threading
+from mithril_cache import _native
+store_dir, work, fresh = sys.argv[1:4]
+s = _native.Store(store_dir)
+tc = "torch=x triton=none python=3.11 device=cpu"
+out = {"capture": _native.capture(s, work, tc),
+       "again": _native.capture(s, work, toolchain=tc),
+       "restore": _native.restore(s, fresh, tc),
+       "restore_all": _native.restore(s, fresh)}
+out["touch"] = [
+    _native.touch_path(s, work, "inductor/cd/ccdq.main.so", tc),
+    _native.touch_path(s, work, work + "/inductor/cd/ccdq.py", tc),
+    _native.touch_path(s, work, "inductor/cd/cnone.py", tc),
+    _native.touch_path(s, work, "inductor/locks/ccdq.lock", tc),
+    _native.touch_path(s, work, "/elsewhere/inductor/cd/ccdq.py", tc)]
+os.environ["MITHRIL_TOOLCHAIN"] = tc
+out["touch_env"] = _native.touch_path(s, work, "inductor/cd/ccdq.py")
+out["put"] = _native.put_files_entry(
+    s, "g1/" + "ab" * 32, work,
+    ["inductor/cd/ccdq.py", "inductor/fxgraph/qq/fqq/s1"], "tc=x kind=graph")
+g = os.path.join(fresh, "g")
+out["restore_entry"] = _native.restore_entry(s, g, "g1/" + "ab" * 32)
+out["g_file"] = open(os.path.join(g, "inductor/cd/ccdq.py")).read()
+try:
+    _native.restore_entry(s, g, "g1/none")
+except _native.NotFoundError:
+    out["missing"] = "NotFoundError"
+try:
+    _native.put_files_entry(s, "g1/x", work, ["../x"], "")
+except _native.InvalidError:
+    out["unsafe"] = "InvalidError"
+try:
+    _native.capture("not a store", work, tc)
+except TypeError:
+    out["type"] = "TypeError"
+# Many threads at once (the GIL is released around the library calls).
+errs = []
+def worker(i):
+    try:
+        for _ in range(20):
+            _native.restore(s, os.path.join(fresh, "t%d" % i), tc)
+            _native.capture(s, work, tc)
+    except Exception as exc:
+        errs.append(repr(exc))
+ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+out["thread_errors"] = errs
+print(json.dumps(out))
+'''
+
+
+def test_python_bindings(mithril_bin, tmp_path):
+    work = tmp_path / "work"
+    (work / "inductor" / "cd").mkdir(parents=True)
+    (work / "inductor" / "cd" / "ccdq.py").write_text("# wrapper\n")
+    (work / "inductor" / "cd" / "ccdq.main.so").write_bytes(b"\x7fELF..")
+    fx = work / "inductor" / "fxgraph" / "qq" / "fqq"
+    fx.mkdir(parents=True)
+    (fx / "s1").write_bytes(b"graph")
+    script = tmp_path / "bindings.py"
+    script.write_text(BINDINGS)
+    p = subprocess.run([PY, script, tmp_path / "store", work,
+                        tmp_path / "fresh"], capture_output=True, text=True,
+                       env=_env(PYTHONPATH=_pythonpath(mithril_bin)),
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["capture"] == {"entries": 2, "files": 3, "bytes": 21,
+                              "skipped": 0, "rejected": 0}
+    assert out["again"]["entries"] == 0 and out["again"]["skipped"] == 2
+    assert out["restore"]["entries"] == 2 and out["restore"]["files"] == 3
+    assert out["restore_all"]["entries"] == 0
+    assert out["touch"] == [True, True, False, False, False]
+    assert out["touch_env"] is True
+    assert out["put"]["entries"] == 1 and out["put"]["files"] == 2
+    assert out["restore_entry"]["files"] == 2
+    assert out["g_file"] == "# wrapper\n"
+    assert out["missing"] == "NotFoundError"
+    assert out["unsafe"] == "InvalidError"
+    assert out["type"] == "TypeError"
+    assert out["thread_errors"] == []
