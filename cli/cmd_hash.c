@@ -7,7 +7,8 @@
  * windows of MAP_WINDOW bytes (no copy), anything else (pipes, terminals,
  * a file that cannot be mapped) is read READ_BUF bytes at a time. A file
  * that cannot be read is reported and the rest are still hashed; the
- * exit status is then CLI_FAIL.
+ * exit status is then CLI_FAIL. A mapped file cut short while it is being
+ * hashed is reported too (SIGBUS is caught around the hashing).
  *
  * Names holding a backslash or a newline are escaped as b3sum does: the
  * line starts with a backslash, and those characters become "\\" and "\n".
@@ -16,6 +17,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,9 @@
 /* Smaller regular files are read: mapping them costs more than copying. */
 #define MAP_MIN (256 * 1024)
 #define MAX_LEN 4096
+/* hash_fd's results besides 0 and -errno. */
+#define MAP_UNUSED   1
+#define FILE_CHANGED 2
 
 struct hash_opts {
     int no_names;
@@ -66,47 +72,82 @@ hash_by_read(int fd, mithril_blake3 *h, uint8_t *buf)
 }
 
 /*
+ * A mapped file that shrinks under us raises SIGBUS on the missing pages.
+ * While a window is being hashed, the handler jumps back to hash_by_map,
+ * which reports the file as changed instead of the process dying.
+ */
+static sigjmp_buf bus_jump;
+static volatile sig_atomic_t bus_armed;
+
+static void
+on_sigbus(int sig)
+{
+    if (bus_armed) {
+        siglongjmp(bus_jump, 1);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/*
  * Hash a regular file of size bytes by mapping it window by window.
- * Returns 0, -errno, or 1 when mapping failed before anything was hashed
- * (the caller then reads instead).
+ * Returns 0, -errno, FILE_CHANGED, or MAP_UNUSED when mapping failed
+ * before anything was hashed (the caller then reads instead).
  */
 static int
 hash_by_map(int fd, uint64_t size, mithril_blake3 *h)
 {
-    uint64_t off = 0;
-    size_t len;
-    void *p;
+    struct sigaction sa, old_sa;
+    static void *volatile p;
+    static volatile size_t len;
+    volatile uint64_t off = 0;
+    int rc = 0;
 
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_sigbus;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &old_sa);
+    if (sigsetjmp(bus_jump, 1)) {
+        bus_armed = 0;
+        munmap(p, len);
+        rc = FILE_CHANGED;
+        goto out;
+    }
     while (off < size) {
         len = size - off < MAP_WINDOW ? (size_t)(size - off) : MAP_WINDOW;
         p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, (off_t)off);
         if (p == MAP_FAILED) {
-            return off == 0 ? 1 : -errno;
+            rc = off == 0 ? MAP_UNUSED : -errno;
+            goto out;
         }
         madvise(p, len, MADV_SEQUENTIAL);
+        bus_armed = 1;
         mithril_blake3_update(h, p, len);
+        bus_armed = 0;
         munmap(p, len);
         off += len;
     }
-    return 0;
+out:
+    sigaction(SIGBUS, &old_sa, NULL);
+    return rc;
 }
 
-/* Hash the open fd into out; 0 or -errno. */
+/* Hash the open fd into out; 0, -errno or FILE_CHANGED. */
 static int
 hash_fd(int fd, uint8_t *buf, uint8_t *out, size_t out_len)
 {
     mithril_blake3 h;
     struct stat st;
-    int rc = 1;
+    int rc = MAP_UNUSED;
 
     mithril_blake3_init(&h);
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= MAP_MIN) {
         rc = hash_by_map(fd, (uint64_t)st.st_size, &h);
-        if (rc == 1) {
+        if (rc == MAP_UNUSED) {
             mithril_blake3_init(&h);
         }
     }
-    if (rc == 1) {
+    if (rc == MAP_UNUSED) {
         rc = hash_by_read(fd, &h, buf);
     }
     if (rc == 0) {
@@ -162,6 +203,13 @@ hash_one(const char *path, uint8_t *buf, const struct hash_opts *o)
     rc = hash_fd(fd, buf, out, o->out_len);
     if (fd != STDIN_FILENO) {
         close(fd);
+    }
+    if (rc == FILE_CHANGED) {
+        fprintf(stderr,
+                "mithril: error: cannot read '%s': file shrank while "
+                "being read\n",
+                path);
+        return CLI_FAIL;
     }
     if (rc < 0) {
         cli_error("cannot read", path, rc);

@@ -1,11 +1,13 @@
 """`mithril hash` against b3sum, byte for byte: files of sizes around every
 block, chunk and subtree boundary, up to 100 MiB; several files in one
-call; standard input; names b3sum escapes; and a file that cannot be read
-(its error line and exit status 3, with the other files still hashed)."""
+call; standard input; names b3sum escapes; a file that cannot be read
+(its error line and exit status 3, with the other files still hashed); and
+a file cut short while it is being hashed."""
 
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -147,3 +149,34 @@ def test_directory_is_an_error(mithril_bin, tmp_path):
 def test_bad_length_is_usage_error(mithril_bin, tmp_path):
     p = mithril_hash(mithril_bin, "-l", "zero", tmp_path)
     assert p.returncode == 2
+
+
+def test_file_cut_short_while_hashed(mithril_bin, tmp_path):
+    """A file truncated while mapped must be reported, never kill the
+    command (SIGBUS) nor give a digest of content that was never there."""
+    path = write_random(tmp_path / "shrinks", 200 * 1024 * 1024)
+    other = tmp_path / "other"
+    other.write_bytes(b"")
+    seen = set()
+    for delay in (0.02, 0.05, 0.1, 0.2):
+        with open(path, "r+b") as f:
+            f.truncate(200 * 1024 * 1024)
+        p = subprocess.Popen([mithril_bin, "hash", str(path), str(other)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        with open(path, "r+b") as f:
+            f.truncate(1000)
+        out, err = p.communicate(timeout=600)
+        assert p.returncode in (0, 3), (p.returncode, err)
+        assert out.decode().endswith(f"{EMPTY}  {other}\n")
+        if p.returncode == 3:
+            assert err.decode() == (
+                f"mithril: error: cannot read '{path}': file shrank while "
+                "being read\n")
+            seen.add("cut")
+        else:
+            # Truncated before it was opened: the digest of what is left.
+            lines = out.decode().splitlines()
+            assert len(lines) == 2
+            seen.add("whole")
+    assert seen
