@@ -230,3 +230,20 @@ def test_enable_after_torch_compiled_elsewhere_is_an_error(tmp_path):
     assert str(tmp_path / "other") in res["error"]
     assert "before the first call" in res["error"]
     check_outputs(res)
+
+
+def test_remote_fills_an_empty_store(redis_server, tmp_path):
+    env = {"MITHRIL_REMOTE": redis_server.url}
+    cases = [["mlp", 4]]
+    cold, _ = run_worker(tmp_path, {"dir": str(tmp_path / "a"),
+                                    "work": str(tmp_path / "wa"),
+                                    "cases": cases}, env=env)
+    assert cold["stats"]["process"]["graph_misses"] == 1
+    warm, _ = run_worker(tmp_path, {"dir": str(tmp_path / "b"),
+                                    "work": str(tmp_path / "wb"),
+                                    "cases": cases}, env=env)
+    check_outputs(warm)
+    assert warm["stats"]["process"]["graph_hits"] == 1, warm["stats"]
+    assert warm["stats"]["pulled"]["entries"] > 0
+    assert warm["torch"].get("fxgraph_cache_miss", 0) == 0
+    assert warm["keys"] == cold["keys"]
