@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/python:$(CURDIR)/$(BUILD)/python
 export MITHRIL_BIN := $(CURDIR)/$(BUILD)/mithril
 
 .PHONY: all build deps venv test test-c test-py demo bench bench-quick lint \
-        format sanitize tsan stress fuzz clean help
+        format sanitize tsan valgrind stress fuzz clean help
 
 all: build
 
@@ -22,6 +22,8 @@ help:
 	@echo "make lint     clang-format check and no bare TODO/FIXME/XXX"
 	@echo "make sanitize C tests under ASan+UBSan; make tsan: ThreadSanitizer"
 	@echo "make stress   crash, concurrency and fuzz tests at full counts"
+	@echo "make fuzz     every fuzz target for FUZZ_SECONDS (default 20) each"
+	@echo "make valgrind C tests under valgrind, no leaks"
 
 deps:
 	@scripts/install-deps.sh
@@ -81,14 +83,28 @@ sanitize:
 tsan:
 	cmake -S . -B build-tsan -DMITHRIL_TSAN=ON -DMITHRIL_PYTHON=OFF \
 	  -DCMAKE_BUILD_TYPE=Debug
-	cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && ctest --output-on-failure -R thread
+	cmake --build build-tsan -j $(JOBS) --target test_threads
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --output-on-failure -R thread
+
+# Every C test under valgrind: no invalid access, no definite or indirect
+# leak (LMDB's and the thread-local zstd contexts' reachable memory is not
+# counted as a leak).
+valgrind: build
+	@command -v valgrind >/dev/null || scripts/install-deps.sh
+	@set -e; for t in $(BUILD)/test_*; do \
+	  [ -x "$$t" ] || continue; echo "valgrind $$t"; \
+	  MITHRIL_SOURCE_DIR=$(CURDIR) MITHRIL_BIN=$(CURDIR)/$(BUILD)/mithril \
+	  valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	    --error-exitcode=1 "$$t" >/dev/null; done; echo "valgrind: ok"
 
 stress: build
-	MITHRIL_STRESS=1 $(PY) -m pytest -q tests/reliability
+	cd $(BUILD) && MITHRIL_STRESS=1 ctest --output-on-failure -R 'faults|thread'
+	MITHRIL_STRESS=1 MITHRIL_FUZZ_SECONDS=$${FUZZ_SECONDS:-60} $(PY) -m pytest \
+	  -q -s tests/reliability tests/python/test_torch_concurrent.py
 
 fuzz:
-	@scripts/fuzz.sh
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-20} scripts/fuzz.sh
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz
