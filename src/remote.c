@@ -90,6 +90,7 @@ struct mi_remote {
     redisContext *bg;
     int bg_fd;
     uint64_t dropped;
+    pid_t owner; /* the process whose thread and sockets these are */
 };
 
 static pthread_mutex_t attach_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -369,6 +370,7 @@ mithril_store_set_remote(mithril_store *s, const char *url, int read_only)
     }
     r->read_only = read_only ? 1 : 0;
     r->bg_fd = -1;
+    r->owner = getpid();
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->bmu, NULL);
     pthread_mutex_init(&r->qmu, NULL);
@@ -385,6 +387,43 @@ mithril_store_set_remote(mithril_store *s, const char *url, int read_only)
 }
 
 /* The store's remote, attached on first use from MITHRIL_REMOTE. */
+/*
+ * A forked child inherits the parent's sockets and queue but not its
+ * thread: it must neither talk on the parent's connections nor wait for
+ * the thread. It closes its copies and starts over.
+ */
+static void
+after_fork(struct mi_remote *r)
+{
+    size_t i;
+
+    if (r->owner == getpid()) {
+        return;
+    }
+    r->owner = getpid();
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->bmu, NULL);
+    pthread_mutex_init(&r->qmu, NULL);
+    pthread_cond_init(&r->qcond, NULL);
+    pthread_cond_init(&r->qidle, NULL);
+    for (i = 0; i < r->qlen; i++) {
+        free(r->queue[(r->qhead + i) % QUEUE_CAP]);
+    }
+    r->qlen = 0;
+    r->busy = 0;
+    r->started = 0;
+    r->stop = 0;
+    if (r->fg) {
+        redisFree(r->fg);
+        r->fg = NULL;
+    }
+    if (r->bg) {
+        redisFree(r->bg);
+        r->bg = NULL;
+    }
+    r->bg_fd = -1;
+}
+
 static struct mi_remote *
 remote_of(mithril_store *s)
 {
@@ -393,6 +432,9 @@ remote_of(mithril_store *s)
 
     pthread_mutex_lock(&attach_mu);
     r = s->remote;
+    if (r) {
+        after_fork(r);
+    }
     if (!r && s->remote_url && *s->remote_url) {
         url = s->remote_url;
     }
@@ -1249,6 +1291,9 @@ mithril_remote_drain(mithril_store *s, int timeout_ms)
     }
     pthread_mutex_lock(&attach_mu);
     r = s->remote;
+    if (r) {
+        after_fork(r);
+    }
     pthread_mutex_unlock(&attach_mu);
     if (!r) {
         return 0;
@@ -1293,6 +1338,9 @@ mi_remote_close(mithril_store *s)
     }
     pthread_mutex_lock(&attach_mu);
     r = s->remote;
+    if (r) {
+        after_fork(r);
+    }
     s->remote = NULL;
     pthread_mutex_unlock(&attach_mu);
     if (r) {

@@ -468,6 +468,48 @@ test_killed_mid_run(void)
 }
 
 static void
+test_fork(void)
+{
+    size_t sizes[1] = {500};
+    char *da;
+    mithril_store *a = open_store(&da);
+    pid_t pid;
+    int status = -1;
+
+    redis("FLUSHALL");
+    CHECK_EQ_INT(mithril_store_set_remote(a, url, 0), 0);
+    put_entry(a, "w1/f/parent", TAG_A, sizes, 1, 21);
+    mi_remote_enqueue_entry(a, "w1/f/parent");
+    CHECK_EQ_INT(mithril_remote_drain(a, 5000), 0);
+    CHECK_EQ_INT(mi_remote_fetch_entry(a, "w1/f/none"), MITHRIL_ENOTFOUND);
+
+    /* The child uses the inherited handle: own sockets, own thread. */
+    pid = fork();
+    if (pid == 0) {
+        int bad = 0;
+
+        put_entry(a, "w1/f/child", TAG_A, sizes, 1, 22);
+        mi_remote_enqueue_entry(a, "w1/f/child");
+        bad |= mithril_remote_drain(a, 5000) != 0;
+        bad |= mi_remote_fetch_entry(a, "w1/f/none") != MITHRIL_ENOTFOUND;
+        mithril_store_close(a);
+        _exit(bad || check_failures ? 1 : 0);
+    }
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* The parent's connection still answers correctly. */
+    CHECK_EQ_INT(mi_remote_fetch_entry(a, "w1/f/none"), MITHRIL_ENOTFOUND);
+    {
+        redisReply *r = redis("SCARD mithril:entries");
+
+        CHECK(r && r->integer == 2);
+        freeReplyObject(r);
+    }
+    close_store(a, da);
+}
+
+static void
 test_bad_urls(void)
 {
     char *da;
@@ -503,6 +545,7 @@ main(void)
     RUN(test_push_pull);
     RUN(test_queue);
     RUN(test_tampered);
+    RUN(test_fork);
     RUN(test_dead_remote);
     RUN(test_killed_mid_run);
     redis_stop();
