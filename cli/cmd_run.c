@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -116,7 +117,7 @@ python_fields(const char *python, char *out, size_t n)
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        execlp(python, python, "-I", "-c", toolchain_snippet, (char *)NULL);
+        execlp(python, python, "-c", toolchain_snippet, (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
@@ -295,6 +296,7 @@ install_forwarding(void)
 static int
 exit_like(int status)
 {
+    struct rlimit no_core = {0, 0};
     sigset_t set;
     int sig;
 
@@ -306,6 +308,8 @@ exit_like(int status)
     }
     sig = WTERMSIG(status);
     fflush(NULL);
+    /* The child already dumped core if it was going to; we do not. */
+    setrlimit(RLIMIT_CORE, &no_core);
     signal(sig, SIG_DFL);
     sigemptyset(&set);
     sigaddset(&set, sig);

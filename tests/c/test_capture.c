@@ -281,6 +281,8 @@ test_capture_merges_new_files(void)
     CHECK_EQ_INT(mithril_capture(s, w, TC, &r), 0);
     CHECK_EQ_INT(r.entries, 1);
     CHECK_EQ_INT(r.files, 1);
+    CHECK_EQ_INT(mithril_capture(s, w, TC, &r), 0);
+    CHECK_EQ_INT(r.entries, 0);
 
     /*
      * A folder holding only one of them (written after the entry, so it
