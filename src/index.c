@@ -41,16 +41,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MI_SCHEMA          1
-#define MI_ENTRY_V1        1
-#define MI_KEY_MAX         512
-#define MI_DBKEY_DIRECT    472
-#define MI_DBKEY_PREFIX    400
-#define MI_DBKEY_MAX       (MI_DBKEY_PREFIX + 1 + 32)
-#define MI_BATCH           256
-#define MI_BATCH_MAX       4096
-#define MI_BATCH_NS        1000000000LL
-#define MI_EVICT_CHUNK     50000
+#define MI_SCHEMA       1
+#define MI_ENTRY_V1     1
+#define MI_KEY_MAX      512
+#define MI_DBKEY_DIRECT 472
+#define MI_DBKEY_PREFIX 400
+#define MI_DBKEY_MAX    (MI_DBKEY_PREFIX + 1 + 32)
+#define MI_BATCH        256
+#define MI_BATCH_MAX    4096
+#define MI_BATCH_NS     1000000000LL
+#ifndef MI_EVICT_CHUNK
+#define MI_EVICT_CHUNK 50000
+#endif
 #define MI_BULK_CHUNK      100000
 #define MI_ORPHAN_GRACE_NS (600LL * 1000000000LL)
 #define MI_DEFAULT_CAP     (10ULL << 30)
