@@ -40,7 +40,11 @@ def _kill_at_random(cmd, env, max_delay):
                             stderr=subprocess.DEVNULL, env=env)
     time.sleep(random.uniform(0, max_delay))
     proc.send_signal(signal.SIGKILL)
-    return proc.wait()
+    rc = proc.wait()
+    _tally("kills")
+    if rc == -signal.SIGKILL:
+        _tally("killed before finishing")
+    return rc
 
 
 def _content(i):
@@ -58,6 +62,19 @@ def _content(i):
 ALLOWED_AFTER_KILL = ("stale temp file", "unindexed blob")
 
 TALLY = {}
+DAMAGE = []
+
+
+def _after_kill(mithril_bin, store, known):
+    """Check the store after one kill; a damaged store is recorded (and
+    repaired by the verify that found it) so the run goes on and reports
+    how many kills of how many did damage; the test fails at its end."""
+    try:
+        _check_store(mithril_bin, store, known)
+    except AssertionError as e:
+        DAMAGE.append(str(e).splitlines()[0][:300])
+        _tally("kills that damaged the store")
+        _run(mithril_bin, store, "verify", check=False)
 
 
 def _tally(name, n=1):
@@ -76,9 +93,12 @@ def _record(test, **figures):
 @pytest.fixture(autouse=True)
 def _figures(request):
     TALLY.clear()
+    DAMAGE.clear()
     yield
     _record(request.node.name, **TALLY)
     print(request.node.name, TALLY)
+    for d in DAMAGE[:5]:
+        print("  damage:", d)
 
 
 def _problems(stdout):
@@ -99,7 +119,7 @@ def _check_store(mithril_bin, store, known):
     _run(mithril_bin, store, "put", probe, "--key", "probe")
     assert _run(mithril_bin, store, "get", "--key", "probe").stdout == data
     known["probe"] = data
-    _tally("kills survived")
+    _tally("checks")
     p = _run(mithril_bin, store, "verify", check=False)
     out = (p.stdout + p.stderr).decode(errors="replace")
     probs = _problems(p.stdout)
@@ -149,7 +169,8 @@ def test_kill_during_put(mithril_bin, tmp_path):
         _kill_at_random([mithril_bin, "--dir", str(store), "put", str(f),
                          "--key", key], _env(), 0.03)
         if i % 5 == 4 or not STRESS:
-            _check_store(mithril_bin, store, known)
+            _after_kill(mithril_bin, store, known)
+    assert DAMAGE == [], DAMAGE[:3]
     # The next process works without repair.
     f = files / "last"
     f.write_bytes(b"after the storm")
@@ -174,7 +195,8 @@ def test_kill_during_gc(mithril_bin, tmp_path):
             _run(mithril_bin, store, "put", f, "--key", f"k{n}")
         _kill_at_random([mithril_bin, "--dir", str(store), "--max-size",
                          "30K", "gc"], _env(), 0.02)
-        _check_store(mithril_bin, store, known)
+        _after_kill(mithril_bin, store, known)
+    assert DAMAGE == [], f"{len(DAMAGE)} of {KILLS['gc']} kills: {DAMAGE[:3]}"
 
 
 def _fake_torch_folder(root, i):
@@ -197,7 +219,8 @@ def test_kill_during_capture(mithril_bin, tmp_path):
         _kill_at_random([mithril_bin, "--dir", str(store), "capture",
                          "--work-dir", str(work), "--toolchain", "t"],
                         _env(), 0.05)
-        _check_store(mithril_bin, store, {})
+        _after_kill(mithril_bin, store, {})
+    assert DAMAGE == [], DAMAGE[:3]
     # A full capture afterwards completes, and a restore into an empty
     # folder reproduces every file byte for byte.
     _run(mithril_bin, store, "capture", "--work-dir", work,
@@ -228,7 +251,8 @@ def test_kill_during_import(mithril_bin, tmp_path):
     for i in range(KILLS["import"]):
         _kill_at_random([mithril_bin, "--dir", str(dst), "import",
                          str(archive)], _env(), 0.05)
-        _check_store(mithril_bin, dst, known)
+        _after_kill(mithril_bin, dst, known)
+    assert DAMAGE == [], DAMAGE[:3]
     _run(mithril_bin, dst, "import", archive)
     for key, data in known.items():
         assert _run(mithril_bin, dst, "get", "--key", key).stdout == data
@@ -248,7 +272,8 @@ def test_kill_during_push(mithril_bin, tmp_path, redis_server):
     for i in range(KILLS["push"]):
         _kill_at_random([mithril_bin, "--dir", str(src), "--remote",
                          redis_server.url, "push"], _env(), 0.05)
-        _check_store(mithril_bin, src, known)
+        _after_kill(mithril_bin, src, known)
+    assert DAMAGE == [], DAMAGE[:3]
     # Whatever a killed push left in Redis never yields a wrong byte: a
     # consumer pulls everything after one complete push.
     _run(mithril_bin, src, "--remote", redis_server.url, "push")
