@@ -622,7 +622,9 @@ mithril_capture(mithril_store *s, const char *work_dir, const char *toolchain,
     if (rc < 0) {
         goto out;
     }
-    qsort(l.v, l.n, sizeof(*l.v), cmp_file);
+    if (l.n) {
+        qsort(l.v, l.n, sizeof(*l.v), cmp_file);
+    }
     for (i = 0; i < l.n; i = j) {
         for (j = i + 1; j < l.n && !strcmp(l.v[j].ent, l.v[i].ent); j++) {
         }
