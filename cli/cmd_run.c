@@ -25,6 +25,10 @@
  * never importing torch, followed by " device=<class>" from
  * mithril_device_detect.
  *
+ * Limitation: capture and restore without --toolchain or
+ * $MITHRIL_TOOLCHAIN ask python3 on PATH, which may not be the
+ * interpreter that ran torch.
+ *
  * Working folder: --work-dir, else $MITHRIL_WORK_DIR, else <store>/work;
  * made absolute before it is handed to CMD.
  *

@@ -44,6 +44,13 @@
  *    of the entry is written are they renamed into place (group files
  *    last). A blob that vanished or failed verification drops the entry
  *    (counted as skipped) and its temp files.
+ *
+ * Limitation: capture cannot tell which toolchain wrote a file, so a
+ * working folder shared by two toolchains has the other's files recorded
+ * under both tags (extra index entries; the blobs are shared).
+ * Limitation: restored files are not fsynced (the folder is a view); a
+ * crash can leave a short file, which the next restore sees by its size
+ * and rewrites, but damage that keeps the size is not detected there.
  */
 #include "internal.h"
 

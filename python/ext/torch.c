@@ -17,6 +17,9 @@
  * process: the keys already touched are remembered in a small table of
  * 64-bit digests (store folder and key), guarded by a mutex because the
  * lookup runs without the GIL. It answers True when that entry exists.
+ *
+ * Limitation: the Store must stay open during a call; closing it from
+ * another thread while a call runs without the GIL is not guarded here.
  */
 #include "ext.h"
 
