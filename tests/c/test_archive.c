@@ -276,7 +276,7 @@ patch_name(const char *path)
     fstat(fd, &st);
     bytes = malloc((size_t)st.st_size);
     CHECK_EQ_INT(read(fd, bytes, (size_t)st.st_size), st.st_size);
-    for (i = 0; i + 7 <= (size_t)st.st_size; i++) {
+    for (i = 0; i + 8 <= (size_t)st.st_size; i++) {
         if (!memcmp(bytes + i, " 4 e/x0\n", 8)) {
             memcpy(bytes + i + 3, "../0", 4);
             done++;

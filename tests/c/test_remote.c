@@ -254,7 +254,7 @@ test_push_pull(void)
     mithril_store *c = open_store(&dc);
     mithril_sync_result r;
 
-    redis("FLUSHALL");
+    freeReplyObject(redis("FLUSHALL"));
     put_entry(a, "w1/a/one", TAG_A, small, 3, 1);
     put_entry(a, "w1/a/big", TAG_A, big, 2, 2);
     put_entry(a, "w1/b/two", TAG_B, small, 2, 3);
@@ -307,7 +307,7 @@ test_queue(void)
     char key[32];
     int i;
 
-    redis("FLUSHALL");
+    freeReplyObject(redis("FLUSHALL"));
     CHECK_EQ_INT(mithril_store_set_remote(a, url, 0), 0);
     for (i = 0; i < 20; i++) {
         snprintf(key, sizeof(key), "w1/q/%d", i);
@@ -348,7 +348,7 @@ test_tampered(void)
     char bkey[128];
     uint64_t before;
 
-    redis("FLUSHALL");
+    freeReplyObject(redis("FLUSHALL"));
     CHECK_EQ_INT(mithril_store_set_secret(a, "k1", 2), 0);
     CHECK_EQ_INT(mithril_store_set_secret(b, "k1", 2), 0);
     put_entry(a, "w1/t/signed", TAG_A, sizes, 2, 7);
@@ -437,7 +437,7 @@ test_killed_mid_run(void)
     double t0;
     int i;
 
-    redis("FLUSHALL");
+    freeReplyObject(redis("FLUSHALL"));
     CHECK_EQ_INT(mithril_store_set_remote(a, url, 0), 0);
     CHECK_EQ_INT(mithril_store_set_remote(b, url, 0), 0);
     put_entry(a, "w1/k/0", TAG_A, sizes, 2, 11);
@@ -476,7 +476,7 @@ test_fork(void)
     pid_t pid;
     int status = -1;
 
-    redis("FLUSHALL");
+    freeReplyObject(redis("FLUSHALL"));
     CHECK_EQ_INT(mithril_store_set_remote(a, url, 0), 0);
     put_entry(a, "w1/f/parent", TAG_A, sizes, 1, 21);
     mi_remote_enqueue_entry(a, "w1/f/parent");
