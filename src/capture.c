@@ -176,13 +176,13 @@ entry_of(const char *rel, char *out, size_t n)
     char *comp[CAP_MAX_COMPS];
     size_t nc = 0, keep, i;
     const char *kind;
-    char *p, *dot;
+    char *p, *dot, *save = NULL;
 
     if (!safe_name(rel) || strlen(rel) >= sizeof(buf)) {
         return NULL;
     }
     memcpy(buf, rel, strlen(rel) + 1);
-    for (p = strtok(buf, "/"); p; p = strtok(NULL, "/")) {
+    for (p = strtok_r(buf, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
         if (nc == CAP_MAX_COMPS || ignored_name(p)) {
             return NULL;
         }
@@ -450,7 +450,12 @@ cmp_item(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
-/* Store the file work_dir/rel as a blob; its size and mode into item. */
+/*
+ * Store the file work_dir/rel as a blob; its size and mode into item.
+ * MITHRIL_ENOTFOUND when the file itself cannot be read (gone, replaced
+ * by a symlink or a folder, no permission): the caller skips it. Other
+ * failures are the store's.
+ */
 static int
 put_one(mithril_store *s, const char *work_dir, const char *rel,
         mithril_item *item)
@@ -461,20 +466,19 @@ put_one(mithril_store *s, const char *work_dir, const char *rel,
 
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", work_dir, rel) >=
         sizeof(path)) {
-        return MITHRIL_ETOOBIG;
+        return MITHRIL_ENOTFOUND;
     }
     fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
-        return -errno;
+        if (errno != ENOENT) {
+            mi_log(MITHRIL_LOG_INFO, "capture: cannot read '%s': %s", path,
+                   strerror(errno));
+        }
+        return MITHRIL_ENOTFOUND;
     }
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return rc;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return MITHRIL_EINVAL;
+        return MITHRIL_ENOTFOUND;
     }
     rc = mithril_store_put_fd(s, fd, item->addr);
     close(fd);
@@ -549,8 +553,9 @@ capture_group(mithril_store *s, const char *work_dir, const char *tc,
             continue;
         }
         rc = put_one(s, work_dir, v[i].rel, it);
-        if (rc == -ENOENT) {
-            n_items--; /* removed since the walk */
+        if (rc == MITHRIL_ENOTFOUND) {
+            n_items--; /* removed since the walk, or unreadable */
+            rc = 0;
             continue;
         }
         if (rc < 0) {
@@ -681,7 +686,7 @@ mi_capture_put_files(mithril_store *s, const char *key, const char *work_dir,
         }
         items[k].name = (char *)names[i];
         rc = put_one(s, work_dir, names[i], &items[k]);
-        if (rc == -ENOENT || rc == MITHRIL_EINVAL) {
+        if (rc == MITHRIL_ENOTFOUND) {
             r.skipped++; /* gone, or not a regular file */
             rc = 0;
             continue;
