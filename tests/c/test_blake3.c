@@ -4,7 +4,8 @@
  * split patterns, and through finalize_seek; then every implementation
  * against the portable one on large random inputs, and hash_many alone
  * across the 2^32 chunk-counter carry. Each implementation this CPU can
- * run is forced in turn. Also the hex helpers.
+ * run is forced in turn. Also the MITHRIL_BLAKE3_IMPL cap (in fresh
+ * processes) and the hex helpers.
  *
  * The vectors file is ../shared/vectors/blake3.json from
  * MITHRIL_SOURCE_DIR (ctest sets it), else /work/shared/vectors. It is
@@ -475,15 +476,69 @@ test_hex(void)
     CHECK(!mithril_addr_valid(NULL));
 }
 
+/* Path of this program, for the re-run below. */
+static const char *self_path;
+
+/* The implementation a fresh process picks with MITHRIL_BLAKE3_IMPL=cap. */
+static void
+impl_under_cap(const char *cap, char *out, size_t n)
+{
+    char cmd[4200];
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd), "MITHRIL_BLAKE3_IMPL=%s '%s' --print-impl", cap,
+             self_path);
+    out[0] = '\0';
+    p = popen(cmd, "r");
+    if (!p) {
+        return;
+    }
+    if (!fgets(out, (int)n, p)) {
+        out[0] = '\0';
+    }
+    out[strcspn(out, "\n")] = '\0';
+    pclose(p);
+}
+
+/* The environment caps the choice, never above what the CPU runs. */
+static void
+test_env_cap(void)
+{
+    const char *best = "portable";
+    char got[64];
+    size_t i;
+
+    for (i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
+        if (mi_b3_ops_named(impls[i])) {
+            best = impls[i];
+        }
+    }
+    for (i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
+        impl_under_cap(impls[i], got, sizeof(got));
+        CHECK_EQ_STR(got, mi_b3_ops_named(impls[i]) ? impls[i] : best);
+    }
+    impl_under_cap("avx512", got, sizeof(got));
+    CHECK_EQ_STR(got, best);
+    impl_under_cap("no-such", got, sizeof(got));
+    CHECK_EQ_STR(got, best);
+}
+
 int
-main(void)
+main(int argc, char **argv)
 {
     size_t i;
+
+    if (argc == 2 && strcmp(argv[1], "--print-impl") == 0) {
+        printf("%s\n", mithril_blake3_impl());
+        return 0;
+    }
+    self_path = argv[0];
 
     CHECK(load_vectors() == 0);
     printf("%zu vector cases\n", n_cases);
     RUN(test_impl_names);
     RUN(test_hex);
+    RUN(test_env_cap);
     printf("blake3 default implementation: %s\n", mithril_blake3_impl());
     for (i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
         if (mi_b3_force_impl(impls[i]) != 0) {
