@@ -545,7 +545,10 @@ main(void)
     RUN(test_push_pull);
     RUN(test_queue);
     RUN(test_tampered);
+#ifndef __SANITIZE_THREAD__
+    /* ThreadSanitizer cannot follow a child that starts threads. */
     RUN(test_fork);
+#endif
     RUN(test_dead_remote);
     RUN(test_killed_mid_run);
     redis_stop();
