@@ -64,9 +64,8 @@ show_progress(uint64_t done, uint64_t total, void *ctx)
     }
     p->last = t;
     if (p->bytes) {
-        fprintf(stderr, "\r%s: %llu / %llu MiB", p->verb,
-                (unsigned long long)(done >> 20),
-                (unsigned long long)(total >> 20));
+        fprintf(stderr, "\r%s: %.1f / %.1f MiB", p->verb,
+                (double)done / 1048576.0, (double)total / 1048576.0);
     } else {
         fprintf(stderr, "\r%s: %llu / %llu entries", p->verb,
                 (unsigned long long)done, (unsigned long long)total);
