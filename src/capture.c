@@ -58,6 +58,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,7 @@
 #define CAP_MAX_COMPS 32  /* path components considered by the rules */
 #define CAP_KEY_MAX   512 /* index key limit */
 #define CAP_TC_LEN    16
+#define CAP_THREADS   4 /* capture workers at most */
 #define GRP_PREFIX    "__grp__"
 
 /* ------------------------------------------------------------------------ */
@@ -602,20 +604,89 @@ out:
     return rc;
 }
 
+/*
+ * Entries are captured by up to CAP_THREADS threads: most of the time of
+ * a capture is waiting for fsync (blob files, index commits), and those
+ * waits overlap. Small captures stay in the calling thread.
+ */
+struct cap_work {
+    mithril_store *s;
+    const char *work_dir, *tc, *toolchain;
+    const struct cap_list *l;
+    const size_t *starts; /* group g is l->v[starts[g] .. starts[g + 1]) */
+    size_t n_groups, next;
+    pthread_mutex_t mu;
+    mithril_sync_result r;
+    int rc;
+};
+
+static void *
+cap_worker(void *arg)
+{
+    struct cap_work *w = arg;
+    mithril_sync_result r;
+    size_t g;
+    int rc;
+
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        if (w->rc < 0 || w->next >= w->n_groups) {
+            pthread_mutex_unlock(&w->mu);
+            return NULL;
+        }
+        g = w->next++;
+        pthread_mutex_unlock(&w->mu);
+
+        memset(&r, 0, sizeof(r));
+        rc = capture_group(w->s, w->work_dir, w->tc, w->toolchain,
+                           &w->l->v[w->starts[g]],
+                           w->starts[g + 1] - w->starts[g], &r);
+        pthread_mutex_lock(&w->mu);
+        w->r.entries += r.entries;
+        w->r.files += r.files;
+        w->r.bytes += r.bytes;
+        w->r.skipped += r.skipped;
+        if (rc < 0 && w->rc == 0) {
+            w->rc = rc;
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+static int
+capture_groups(struct cap_work *w)
+{
+    pthread_t th[CAP_THREADS];
+    size_t n_threads = 0, want, i;
+
+    want = w->n_groups >= 16 ? CAP_THREADS : 1;
+    while (n_threads + 1 < want &&
+           pthread_create(&th[n_threads], NULL, cap_worker, w) == 0) {
+        n_threads++;
+    }
+    cap_worker(w); /* the calling thread works too */
+    for (i = 0; i < n_threads; i++) {
+        pthread_join(th[i], NULL);
+    }
+    return w->rc;
+}
+
 int
 mithril_capture(mithril_store *s, const char *work_dir, const char *toolchain,
                 mithril_sync_result *out)
 {
     struct cap_list l = {0};
-    mithril_sync_result r = {0};
+    struct cap_work w;
     char tc[CAP_TC_LEN + 1];
+    size_t *starts = NULL;
     char *rel = NULL;
-    size_t i, j;
+    size_t i, n = 0;
     int fd, rc;
 
     if (!s || !work_dir || !*work_dir || !toolchain) {
         return MITHRIL_EINVAL;
     }
+    memset(&w, 0, sizeof(w));
     mi_capture_tag(toolchain, tc);
     fd = open(work_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
@@ -637,20 +708,40 @@ mithril_capture(mithril_store *s, const char *work_dir, const char *toolchain,
     if (l.n) {
         qsort(l.v, l.n, sizeof(*l.v), cmp_file);
     }
-    for (i = 0; i < l.n; i = j) {
-        for (j = i + 1; j < l.n && !strcmp(l.v[j].ent, l.v[i].ent); j++) {
+
+    /* Where each entry's files start in the sorted list. */
+    starts = malloc((l.n + 1) * sizeof(*starts));
+    if (!starts) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < l.n; i++) {
+        if (i == 0 || strcmp(l.v[i].ent, l.v[i - 1].ent) != 0) {
+            starts[n++] = i;
         }
-        rc = capture_group(s, work_dir, tc, toolchain, &l.v[i], j - i, &r);
-        if (rc < 0) {
-            goto out;
-        }
+    }
+    starts[n] = l.n;
+
+    w.s = s;
+    w.work_dir = work_dir;
+    w.tc = tc;
+    w.toolchain = toolchain;
+    w.l = &l;
+    w.starts = starts;
+    w.n_groups = n;
+    pthread_mutex_init(&w.mu, NULL);
+    rc = capture_groups(&w);
+    pthread_mutex_destroy(&w.mu);
+    if (rc < 0) {
+        goto out;
     }
 done:
     if (out) {
-        *out = r;
+        *out = w.r;
     }
     rc = 0;
 out:
+    free(starts);
     free(rel);
     cap_list_release(&l);
     return rc;

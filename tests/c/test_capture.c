@@ -552,6 +552,45 @@ test_group_file_not_json_kept(void)
     free(root);
 }
 
+/* Enough entries for capture to use its worker threads. */
+static void
+test_many_entries(void)
+{
+    char *root = check_tmpdir();
+    char w[PATH_MAX], fresh[PATH_MAX], rel[100], text[100];
+    mithril_store *s = open_store(root);
+    mithril_sync_result r;
+    int i;
+
+    snprintf(w, sizeof(w), "%s/work", root);
+    snprintf(fresh, sizeof(fresh), "%s/fresh", root);
+    for (i = 0; i < 120; i++) {
+        snprintf(rel, sizeof(rel), "inductor/fxgraph/%02d/f%04d/s", i % 7, i);
+        snprintf(text, sizeof(text), "graph %d", i % 50);
+        write_file(w, rel, text, 0644);
+        snprintf(rel, sizeof(rel), "inductor/%02d/c%04d.py", i % 5, i);
+        write_file(w, rel, text, 0644);
+    }
+    CHECK_EQ_INT(mithril_capture(s, w, TC, &r), 0);
+    CHECK_EQ_INT(r.entries, 240);
+    CHECK_EQ_INT(r.files, 240);
+    CHECK_EQ_INT(mithril_capture(s, w, TC, &r), 0);
+    CHECK_EQ_INT(r.entries, 0);
+    CHECK_EQ_INT(r.skipped, 240);
+    CHECK_EQ_INT(mithril_restore(s, fresh, TC, &r), 0);
+    CHECK_EQ_INT(r.entries, 240);
+    CHECK_EQ_INT(r.files, 240);
+    for (i = 0; i < 120; i += 17) {
+        snprintf(rel, sizeof(rel), "inductor/fxgraph/%02d/f%04d/s", i % 7, i);
+        same_file(w, fresh, rel);
+        snprintf(rel, sizeof(rel), "inductor/%02d/c%04d.py", i % 5, i);
+        same_file(w, fresh, rel);
+    }
+    mithril_store_close(s);
+    check_rmrf(root);
+    free(root);
+}
+
 int
 main(void)
 {
@@ -561,5 +600,6 @@ main(void)
     RUN(test_missing_or_corrupt_blob_leaves_nothing);
     RUN(test_key_for_path_and_put_files);
     RUN(test_group_file_not_json_kept);
+    RUN(test_many_entries);
     return check_report();
 }
