@@ -4,6 +4,7 @@ tmpfs mounted by the test), store folders with unsafe owners or modes."""
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -96,3 +97,65 @@ def test_unsafe_store_refused(mithril_bin, tmp_path):
         os.chown(store, 0, 0)
     assert subprocess.run([mithril_bin, "--dir", str(store), "stats"],
                           capture_output=True).returncode == 0
+
+
+TORCH_WORKER = r'''
+import sys, warnings
+import torch
+import mithril_cache
+store, work = sys.argv[1], sys.argv[2]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    mithril_cache.enable(dir=store, work_dir=work)
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh()).eval()
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        err = (torch.compile(m)(x) - m(x)).abs().max().item()
+    mithril_cache.flush()
+print("ERR", err)
+for w in caught:
+    print("WARNING", w.message)
+'''
+
+
+def test_full_disk_torch_keeps_running(mithril_bin, tmp_path):
+    pytest.importorskip("torch")
+    mnt = tmp_path / "small"
+    _tmpfs(mnt, "1m")
+    try:
+        store = mnt / "store"
+        assert subprocess.run([mithril_bin, "--dir", str(store), "stats"],
+                              capture_output=True).returncode == 0
+        # Fill the file system to the last block.
+        with open(mnt / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        env = dict(os.environ)
+        for n in ("MITHRIL_DIR", "MITHRIL_DISABLE", "TORCHINDUCTOR_CACHE_DIR",
+                  "TRITON_CACHE_DIR"):
+            env.pop(n, None)
+        p = subprocess.run([sys.executable, "-c", TORCH_WORKER, str(store),
+                            str(tmp_path / "work")], capture_output=True,
+                           env=env, timeout=900)
+        out = p.stdout.decode(errors="replace")
+        assert p.returncode == 0, p.stderr.decode(errors="replace")[-3000:]
+        err = float(out.split("ERR")[1].split()[0])
+        assert err < 1e-5, out
+        # Nothing half-written remains; once space is freed the store
+        # takes what torch wrote.
+        (mnt / "filler").unlink()
+        assert list((store / "tmp").iterdir()) == []
+        v = subprocess.run([mithril_bin, "--dir", str(store), "verify"],
+                           capture_output=True)
+        assert v.returncode == 0, v.stdout + v.stderr
+        c = subprocess.run([mithril_bin, "--dir", str(store), "capture",
+                            "--work-dir", str(tmp_path / "work")],
+                           capture_output=True)
+        assert c.returncode == 0, c.stderr
+    finally:
+        _umount(mnt)
