@@ -2,7 +2,8 @@
 
 For each model in demo/models.py, each figure from FRESH processes (the
 worker is demo/demo.py --worker; time = enable()/torch.compile() to the
-end of the first compiled call, torch's import excluded):
+end of the first compiled call; imports of torch, Dynamo, Inductor and
+mithril_cache excluded):
 
   eager_s          first call, no compile
   cold_s           mithril backend on an empty store and working folder

@@ -50,7 +50,7 @@ def _warn_once(reason, text):
     _warned.add(reason)
     # Point the warning at the first caller outside this package.
     here = os.path.dirname(os.path.abspath(__file__))
-    level, frame = 1, sys._getframe(1)
+    level, frame = 2, sys._getframe(1)
     while frame is not None and \
             os.path.dirname(frame.f_code.co_filename) == here:
         level += 1
@@ -339,7 +339,7 @@ def _check_writable(path):
 
 
 def enable(dir=None, max_size=None, remote=None, work_dir=None,
-           dynamo_cache=False):
+           dynamo_cache=False, restore=True):
     """Route torch.compile's caches through a mithril store.
 
     dir: the store folder (default: default_dir()). max_size: a size cap
@@ -348,7 +348,11 @@ def enable(dir=None, max_size=None, remote=None, work_dir=None,
     <dir>/work); it may be deleted at any time, the store restores it.
     dynamo_cache: also cache Dynamo's tracing (TORCH_CACHING_PRECOMPILE=1,
     entries written at flush); off by default because torch drops some
-    guards in this mode.
+    guards in this mode. restore: materialize every entry of this
+    toolchain into work_dir now (the default); False leaves it to the
+    keyed backend, which materializes each graph's files when Dynamo
+    hands that graph over (cheaper with a large store, but plain
+    torch.compile without backend() then finds nothing).
 
     Returns a Manager. Sets TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR in
     os.environ, restores this toolchain's entries, captures at exit.
@@ -361,11 +365,12 @@ def enable(dir=None, max_size=None, remote=None, work_dir=None,
     """
     global _current
     with _lock:
-        _current = _enable(dir, max_size, remote, work_dir, dynamo_cache)
+        _current = _enable(dir, max_size, remote, work_dir, dynamo_cache,
+                           restore)
         return _current
 
 
-def _enable(dir, max_size, remote, work_dir, dynamo_cache):
+def _enable(dir, max_size, remote, work_dir, dynamo_cache, restore):
     global _active
     with _lock:
         if os.environ.get("MITHRIL_DISABLE", "") not in ("", "0"):
@@ -428,7 +433,8 @@ def _enable(dir, max_size, remote, work_dir, dynamo_cache):
                 _warn_once("pull", "pulling from %s failed: %s" % (
                     remote_url, exc))
         try:
-            mgr.restored = _native.restore(store, work_dir, tc)
+            if restore:
+                mgr.restored = _native.restore(store, work_dir, tc)
         except (_native.Error, OSError) as exc:
             _warn_once("restore", "restore into %s failed: %s" % (
                 work_dir, exc))

@@ -146,11 +146,26 @@ def test_cold_compile_records_graphs(cold):
     assert res["stats"]["entries"] > len(CASES)
 
 
+def _fx_access_times(store_dir):
+    from mithril_cache import _native
+
+    with _native.Store(str(store_dir)) as store:
+        return {e["key"]: e["last_access_ns"]
+                for e in _native.entries(store)
+                if e["key"].startswith("w1/") and "kind=fxgraph" in e["meta"]}
+
+
 def test_warm_after_work_dir_deleted_hits(cold, tmp_path):
     shutil.rmtree(cold["work"])
+    before = _fx_access_times(cold["store"])
+    assert len(before) >= len(CASES)
     res, _ = run_worker(tmp_path, {"dir": str(cold["store"]),
                                    "work": str(cold["work"]),
                                    "cases": CASES})
+    # The audit hook saw torch read its FX graph files: their entries'
+    # recency was refreshed (what keeps them from LRU eviction).
+    after = _fx_access_times(cold["store"])
+    assert all(after[k] > before[k] for k in before), (before, after)
     check_outputs(res)
     proc = res["stats"]["process"]
     assert proc["graph_hits"] == len(CASES), proc
@@ -183,7 +198,6 @@ def test_moved_store_other_home_and_user_hits(cold, tmp_path):
 
 
 def test_graphs_keep_their_own_entries(cold):
-    sys.path.insert(0, str(ROOT / "python"))
     from mithril_cache import _native
 
     keys = cold["res"]["keys"]
