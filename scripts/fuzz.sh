@@ -27,7 +27,7 @@ cmake -S "$ROOT" -B "$OUT/lib" -DCMAKE_C_COMPILER="$CC" \
     -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link $SAN -fno-omit-frame-pointer" \
     >/dev/null
 cmake --build "$OUT/lib" -j "${FUZZ_JOBS:-2}" --target mithril_static \
-    >/dev/null
+    >"$OUT/lib/build.log" 2>&1 || { tail -30 "$OUT/lib/build.log"; exit 2; }
 LIB="$OUT/lib/libmithril.a"
 
 # The CLI's command functions (not main.c) for fuzz_cli.
@@ -37,14 +37,13 @@ for src in "$ROOT"/cli/*.c; do
     name=$(basename "$src" .c)
     [ "$name" = main ] && continue
     obj="$OUT/cli/$name.o"
-    if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ]; then
-        $CC $CFLAGS -fsanitize=fuzzer-no-link -I"$ROOT/include" \
-            -I"$ROOT/src" -I"$ROOT/cli" -c "$src" -o "$obj"
-    fi
+    $CC $CFLAGS -fsanitize=fuzzer-no-link -I"$ROOT/include" \
+        -I"$ROOT/src" -I"$ROOT/cli" -c "$src" -o "$obj"
     CLI_OBJS="$CLI_OBJS $obj"
 done
 
-targets=${*:-$(cd "$ROOT/tests/fuzz" && ls fuzz_*.c | sed 's/^fuzz_//; s/\.c$//')}
+all=$(cd "$ROOT/tests/fuzz" && ls fuzz_*.c | sed 's/^fuzz_//; s/\.c$//')
+targets=${*:-$all}
 
 for t in $targets; do
     extra=""
