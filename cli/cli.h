@@ -62,6 +62,13 @@ int cli_usage(const char *cmd, const char *fmt, ...)
 /* Exit status for a library error code. */
 int cli_exit_for(int code);
 
+/*
+ * The toolchain fingerprint text of this machine, as the Python layer
+ * computes it: flag, else $MITHRIL_TOOLCHAIN, else asked of prog (when it
+ * is a python) or python3. 0 or a negative code.
+ */
+int cli_toolchain_text(const char *flag, const char *prog, char *out, size_t n);
+
 /* Commands: argv[0] is the command name; getopt state is reset before. */
 typedef int (*cli_cmd_fn)(int argc, char **argv);
 int cmd_hash(int argc, char **argv);

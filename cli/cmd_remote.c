@@ -8,8 +8,7 @@
  *
  * TC is a toolchain tag (16 hex, the tc= of an entry's meta) or the full
  * toolchain text; --this-machine takes the text from $MITHRIL_TOOLCHAIN,
- * else from cli_toolchain_text (the computation `mithril run` uses) when
- * the command is linked with one.
+ * else from cli_toolchain_text (the computation `mithril run` uses).
  * On a terminal, progress is one line redrawn with \r on stderr; the
  * result is one summary line on stdout:
  *   pushed N entries, M blobs, B bytes in T s
@@ -22,14 +21,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-/*
- * The toolchain text of this machine as `mithril run` computes it: flag,
- * environment, else asking python. Weak: absent until cmd_run.c exports
- * it, and then --this-machine needs MITHRIL_TOOLCHAIN.
- */
-int cli_toolchain_text(const char *flag, const char *prog, char *out, size_t n)
-    __attribute__((weak));
 
 enum sync_kind { SYNC_PUSH, SYNC_PULL, SYNC_EXPORT, SYNC_IMPORT };
 
@@ -149,7 +140,7 @@ run_sync(int kind, int argc, char **argv)
                                           "exclude each other");
         }
         toolchain = getenv("MITHRIL_TOOLCHAIN");
-        if ((!toolchain || !*toolchain) && cli_toolchain_text &&
+        if ((!toolchain || !*toolchain) &&
             cli_toolchain_text(NULL, NULL, tc_buf, sizeof(tc_buf)) == 0) {
             toolchain = tc_buf;
         }

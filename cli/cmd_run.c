@@ -153,8 +153,8 @@ python_fields(const char *python, char *out, size_t n)
  * The toolchain text: flag, environment, or computed with the python that
  * will run (prog, when it is one) or python3.
  */
-static int
-toolchain_text(const char *flag, const char *prog, char *out, size_t n)
+int
+cli_toolchain_text(const char *flag, const char *prog, char *out, size_t n)
 {
     char fields[TOOLCHAIN_MAX], dev[32];
     mithril_device d;
@@ -372,7 +372,7 @@ prepare(const char *work_flag, const char *tc_flag, char **cmd, int verbose,
                   rc);
         goto out;
     }
-    rc = toolchain_text(tc_flag, cmd[0], tc, TOOLCHAIN_MAX);
+    rc = cli_toolchain_text(tc_flag, cmd[0], tc, TOOLCHAIN_MAX);
     if (rc < 0) {
         cli_error("toolchain text too long", "", rc);
         goto out;
@@ -544,7 +544,7 @@ sync_command(int argc, char **argv, int is_capture)
         goto out;
     }
     if (!all) {
-        rc = toolchain_text(tc_flag, NULL, tc, sizeof(tc));
+        rc = cli_toolchain_text(tc_flag, NULL, tc, sizeof(tc));
         if (rc < 0) {
             cli_error("toolchain text too long", "", rc);
             goto out;

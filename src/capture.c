@@ -1478,6 +1478,20 @@ mithril_restore(mithril_store *s, const char *work_dir, const char *toolchain,
     }
 
     /*
+     * With a remote, first fetch this toolchain's entries the local store
+     * lacks, so a fresh machine starts warm. A dead remote costs at most
+     * its breaker's budget and turns into local misses.
+     */
+    if (toolchain && (s->remote || s->remote_url)) {
+        mithril_sync_result pulled;
+
+        if (mithril_remote_pull(s, toolchain, NULL, NULL, &pulled) == 0) {
+            mi_log(MITHRIL_LOG_DEBUG, "restore: pulled %llu entries",
+                   (unsigned long long)pulled.entries);
+        }
+    }
+
+    /*
      * Collect the keys first: restoring reads blobs and may quarantine
      * one, which must not happen inside the index's iteration.
      */

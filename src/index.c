@@ -2032,6 +2032,23 @@ remove_stale_temp(struct verify_ctx *v, const char *path, const char *name)
     }
 }
 
+/*
+ * A put publishes the blob file first and records its row right after: a
+ * file younger than this without a row is a put in flight, not damage.
+ */
+#define VERIFY_IN_FLIGHT_S 60
+
+static int
+just_published(const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0) {
+        return 0;
+    }
+    return time(NULL) - st.st_mtime < VERIFY_IN_FLIGHT_S;
+}
+
 /* One file under blobs/: re-hash it, index it if it is not. */
 static void
 verify_blob_file(const char *path, const char *name, void *ctx)
@@ -2063,7 +2080,8 @@ verify_blob_file(const char *path, const char *name, void *ctx)
     if (!row_exists(v->ix, raw) &&
         mithril_store_blob_info(v->s, name, &info) == 0 &&
         mi_index_blob_added(v->s, name, info.stored_size, info.logical_size) ==
-            0) {
+            0 &&
+        !just_published(path)) {
         problem(v, "unindexed blob (indexed now)", name);
     }
 }
