@@ -65,7 +65,7 @@ lint:
 	@command -v clang-format >/dev/null || scripts/install-deps.sh
 	clang-format --dry-run --Werror $(LINT_FILES)
 	@if git grep -nE '\b(TODO|FIXME|XXX)\b' -- '*.c' '*.h' '*.py' \
-	    'Makefile' '*.sh' '*.txt' ; then \
+	    '*.sh' '*.txt' '*.md' ':!docs/LIMITATIONS.md' ; then \
 	  echo "lint: bare TODO/FIXME/XXX marks (write a Limitation: instead)"; \
 	  exit 1; fi
 	@echo "lint: ok"

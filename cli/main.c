@@ -7,37 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/*
- * Scaffolding while the commands are being written: a command whose file
- * is not built yet says so. Removed once every cmd_*.c exists.
- */
-#define CLI_PENDING(fn)                                                        \
-    __attribute__((weak)) int fn(int argc, char **argv)                        \
-    {                                                                          \
-        fprintf(stderr, "mithril: '%s' is not built\n", argv[0]);              \
-        return CLI_FAIL;                                                       \
-    }
-CLI_PENDING(cmd_hash)
-CLI_PENDING(cmd_put)
-CLI_PENDING(cmd_get)
-CLI_PENDING(cmd_exists)
-CLI_PENDING(cmd_delete)
-CLI_PENDING(cmd_key)
-CLI_PENDING(cmd_device)
-CLI_PENDING(cmd_stats)
-CLI_PENDING(cmd_ls)
-CLI_PENDING(cmd_gc)
-CLI_PENDING(cmd_verify)
-CLI_PENDING(cmd_clear)
-CLI_PENDING(cmd_config)
-CLI_PENDING(cmd_run)
-CLI_PENDING(cmd_capture)
-CLI_PENDING(cmd_restore)
-CLI_PENDING(cmd_push)
-CLI_PENDING(cmd_pull)
-CLI_PENDING(cmd_export)
-CLI_PENDING(cmd_import)
-
 struct cmd {
     const char *name;
     cli_cmd_fn fn;

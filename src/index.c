@@ -187,22 +187,6 @@ mi_index_cap(const mithril_store *s)
     return cap ? cap : MI_DEFAULT_CAP;
 }
 
-/* Defaults while remote.c is absent from a build (see internal.h). */
-__attribute__((weak)) int
-mi_remote_fetch_entry(mithril_store *s, const char *key)
-{
-    (void)s;
-    (void)key;
-    return MITHRIL_ENOTFOUND;
-}
-
-__attribute__((weak)) void
-mi_remote_enqueue_entry(mithril_store *s, const char *key)
-{
-    (void)s;
-    (void)key;
-}
-
 /* ---- validation ---- */
 
 static int

@@ -123,12 +123,7 @@ int mi_quarantine(mithril_store *s, const char *addr, const char *why);
 
 int mi_stats_open(mithril_store *s);
 void mi_stats_close(mithril_store *s);
-enum mi_counter {
-    MI_C_HITS = 100,
-    MI_C_MISSES,
-    MI_C_PUTS,
-    MI_C_EVICTIONS
-};
+enum mi_counter { MI_C_HITS = 100, MI_C_MISSES, MI_C_PUTS, MI_C_EVICTIONS };
 void mi_stats_add(mithril_store *s, int counter, uint64_t n);
 
 /* ---- index.c ---- */
@@ -191,8 +186,7 @@ int mi_capture_key_for_path(const char *work_dir, const char *path,
  */
 int mi_capture_put_files(mithril_store *s, const char *key,
                          const char *work_dir, const char *const *names,
-                         size_t n, const char *meta,
-                         mithril_sync_result *out);
+                         size_t n, const char *meta, mithril_sync_result *out);
 
 /* ---- time ---- */
 

@@ -39,20 +39,20 @@ extern "C" {
  * The reserved range -30000..-30099 cannot collide with -errno, which is
  * always above -4096 on Linux.
  */
-#define MITHRIL_EINVAL -30001     /* malformed argument or input */
+#define MITHRIL_EINVAL    -30001  /* malformed argument or input */
 #define MITHRIL_ENOTFOUND -30002  /* no such blob or entry */
-#define MITHRIL_ECORRUPT -30003   /* content does not match its address */
-#define MITHRIL_EFORMAT -30004    /* unknown on-disk format or version */
-#define MITHRIL_EUNSAFE -30005    /* folder owned by another user, or */
+#define MITHRIL_ECORRUPT  -30003  /* content does not match its address */
+#define MITHRIL_EFORMAT   -30004  /* unknown on-disk format or version */
+#define MITHRIL_EUNSAFE   -30005  /* folder owned by another user, or */
                                   /* writable by others */
 #define MITHRIL_ESIGNATURE -30006 /* entry unsigned or wrongly signed */
-#define MITHRIL_EREMOTE -30007    /* remote tier failed or unavailable */
-#define MITHRIL_EDB -30008        /* index database error */
-#define MITHRIL_ECOMPRESS -30009  /* zstd failed */
-#define MITHRIL_ERDONLY -30010    /* store opened read-only */
-#define MITHRIL_EPATH -30011      /* name escapes its folder */
-#define MITHRIL_ETOOBIG -30012    /* value exceeds a hard limit */
-#define MITHRIL_EDISABLED -30013  /* caching disabled (MITHRIL_DISABLE) */
+#define MITHRIL_EREMOTE    -30007 /* remote tier failed or unavailable */
+#define MITHRIL_EDB        -30008 /* index database error */
+#define MITHRIL_ECOMPRESS  -30009 /* zstd failed */
+#define MITHRIL_ERDONLY    -30010 /* store opened read-only */
+#define MITHRIL_EPATH      -30011 /* name escapes its folder */
+#define MITHRIL_ETOOBIG    -30012 /* value exceeds a hard limit */
+#define MITHRIL_EDISABLED  -30013 /* caching disabled (MITHRIL_DISABLE) */
 
 /* A short English description of any code this library returns. */
 const char *mithril_strerror(int code);
@@ -79,11 +79,11 @@ void mithril_free(void *p);
 /* BLAKE3                                                                    */
 /* ------------------------------------------------------------------------ */
 
-#define MITHRIL_BLAKE3_OUT_LEN 32
-#define MITHRIL_BLAKE3_KEY_LEN 32
+#define MITHRIL_BLAKE3_OUT_LEN   32
+#define MITHRIL_BLAKE3_KEY_LEN   32
 #define MITHRIL_BLAKE3_BLOCK_LEN 64
 #define MITHRIL_BLAKE3_CHUNK_LEN 1024
-#define MITHRIL_HEX_SIZE 65 /* 64 hex characters and a NUL */
+#define MITHRIL_HEX_SIZE         65 /* 64 hex characters and a NUL */
 
 /*
  * Streaming hasher state, owned by the caller (init, then update any number
@@ -141,8 +141,8 @@ int mithril_addr_valid(const char *text);
 
 typedef struct mithril_store mithril_store;
 
-#define MITHRIL_OPEN_CREATE 0x1   /* create the folder if absent */
-#define MITHRIL_OPEN_READONLY 0x2 /* never write (puts fail ERDONLY) */
+#define MITHRIL_OPEN_CREATE    0x1 /* create the folder if absent */
+#define MITHRIL_OPEN_READONLY  0x2 /* never write (puts fail ERDONLY) */
 #define MITHRIL_OPEN_NO_CONFIG 0x4 /* ignore MITHRIL_* env and config file */
 
 /*
@@ -179,8 +179,7 @@ void mithril_store_set_verify(mithril_store *s, int on);
 int mithril_store_put(mithril_store *s, const void *data, size_t len,
                       char addr[MITHRIL_HEX_SIZE]);
 /* Same, streaming from fd to its end; memory stays bounded. */
-int mithril_store_put_fd(mithril_store *s, int fd,
-                         char addr[MITHRIL_HEX_SIZE]);
+int mithril_store_put_fd(mithril_store *s, int fd, char addr[MITHRIL_HEX_SIZE]);
 int mithril_store_put_file(mithril_store *s, const char *path,
                            char addr[MITHRIL_HEX_SIZE]);
 
@@ -202,8 +201,8 @@ int mithril_store_get_fd(mithril_store *s, const char *addr, int fd);
  * Materialize the content at addr as the file path (created with mode,
  * published atomically: temp, fsync, rename). Verified before publishing.
  */
-int mithril_store_get_file(mithril_store *s, const char *addr,
-                           const char *path, unsigned mode);
+int mithril_store_get_file(mithril_store *s, const char *addr, const char *path,
+                           unsigned mode);
 
 /* 1 if present, 0 if absent, negative on error. */
 int mithril_store_exists(mithril_store *s, const char *addr);
@@ -230,10 +229,10 @@ enum mithril_device_kind {
 };
 
 typedef struct mithril_device {
-    int kind;         /* enum mithril_device_kind */
-    int cc_major;     /* MITHRIL_DEVICE_CUDA_CC only */
+    int kind;     /* enum mithril_device_kind */
+    int cc_major; /* MITHRIL_DEVICE_CUDA_CC only */
     int cc_minor;
-    char isa[16];     /* CPU: "avx512", "avx2", "sse42", "neon", ... or "" */
+    char isa[16]; /* CPU: "avx512", "avx2", "sse42", "neon", ... or "" */
 } mithril_device;
 
 /* Parse "cpu", "cpu:<isa>", "cuda", "cuda:MAJOR.MINOR". */
@@ -250,7 +249,7 @@ int mithril_device_detect(mithril_device *out);
 const char *mithril_cpu_isa(void);
 
 #define MITHRIL_DIM_DYNAMIC (-1)
-#define MITHRIL_MAX_DIMS 64
+#define MITHRIL_MAX_DIMS    64
 
 typedef struct mithril_key mithril_key;
 
@@ -266,7 +265,7 @@ int mithril_key_set_device(mithril_key *k, const mithril_device *d);
 int mithril_key_set_toolchain(mithril_key *k, const char *text);
 /*
  * The storage key: BLAKE3 derive_key over the canonical versioned encoding
- * (docs/ARCHITECTURE.md), as 64 lowercase hex. Requires a device.
+ * (docs/KEYS.md), as 64 lowercase hex. Requires a device.
  */
 int mithril_key_storage(const mithril_key *k, char out[MITHRIL_HEX_SIZE]);
 
@@ -288,13 +287,13 @@ typedef struct mithril_item {
 
 typedef struct mithril_entry {
     char *key;
-    char *meta;           /* free text set by the writer ("" if none) */
+    char *meta; /* free text set by the writer ("" if none) */
     size_t n_items;
     mithril_item *items;
-    int64_t created_ns;   /* unix time, nanoseconds */
+    int64_t created_ns; /* unix time, nanoseconds */
     int64_t last_access_ns;
     uint64_t hits;
-    int is_signed;        /* carries a signature */
+    int is_signed; /* carries a signature */
 } mithril_entry;
 
 void mithril_entry_free(mithril_entry *e);
@@ -317,8 +316,7 @@ int mithril_entry_put(mithril_store *s, const char *key,
  */
 int mithril_entry_get(mithril_store *s, const char *key, mithril_entry **out);
 /* Look up without touching recency or counters. */
-int mithril_entry_peek(mithril_store *s, const char *key,
-                       mithril_entry **out);
+int mithril_entry_peek(mithril_store *s, const char *key, mithril_entry **out);
 int mithril_entry_delete(mithril_store *s, const char *key);
 
 /* Calls fn for each entry (recency order, oldest first); stop on nonzero. */
@@ -352,10 +350,10 @@ int mithril_store_gc(mithril_store *s, uint64_t max_bytes,
 
 typedef struct mithril_verify_result {
     uint64_t blobs_checked;
-    uint64_t blobs_corrupt;   /* quarantined */
+    uint64_t blobs_corrupt; /* quarantined */
     uint64_t entries_checked;
-    uint64_t entries_broken;  /* referring to missing blobs; removed */
-    uint64_t temp_removed;    /* leftovers of dead processes */
+    uint64_t entries_broken; /* referring to missing blobs; removed */
+    uint64_t temp_removed;   /* leftovers of dead processes */
 } mithril_verify_result;
 
 /* Called for each problem found: what ("corrupt blob", ...) and which. */
@@ -378,12 +376,12 @@ typedef struct mithril_stats {
     uint64_t puts;
     uint64_t evictions;
     uint64_t max_size_bytes;
-    uint64_t graph_hits;    /* keyed per-graph lookups (torch backend) */
+    uint64_t graph_hits; /* keyed per-graph lookups (torch backend) */
     uint64_t graph_misses;
     uint64_t remote_hits;
     uint64_t remote_misses;
     uint64_t remote_errors;
-    uint64_t rejected;      /* unsigned/bad signature/unsafe names */
+    uint64_t rejected; /* unsigned/bad signature/unsafe names */
 } mithril_stats;
 
 int mithril_stats_get(mithril_store *s, mithril_stats *out);
@@ -424,11 +422,11 @@ const char *mithril_source_name(int source);
 /* ------------------------------------------------------------------------ */
 
 typedef struct mithril_sync_result {
-    uint64_t entries;   /* entries captured or restored */
+    uint64_t entries; /* entries captured or restored */
     uint64_t files;
     uint64_t bytes;
-    uint64_t skipped;   /* already present / not for this toolchain */
-    uint64_t rejected;  /* unsafe names, bad signatures */
+    uint64_t skipped;  /* already present / not for this toolchain */
+    uint64_t rejected; /* unsafe names, bad signatures */
 } mithril_sync_result;
 
 /*
@@ -461,14 +459,12 @@ int mithril_restore_entry(mithril_store *s, const char *work_dir,
  * Failure is bounded by timeouts and a circuit breaker; a dead remote turns
  * into misses, never into errors of the local operations.
  */
-int mithril_store_set_remote(mithril_store *s, const char *url,
-                             int read_only);
+int mithril_store_set_remote(mithril_store *s, const char *url, int read_only);
 
 /* Send queued writes to the remote, waiting at most timeout_ms. */
 int mithril_remote_drain(mithril_store *s, int timeout_ms);
 
-typedef void (*mithril_progress_fn)(uint64_t done, uint64_t total,
-                                    void *ctx);
+typedef void (*mithril_progress_fn)(uint64_t done, uint64_t total, void *ctx);
 
 /* Push/pull every entry (toolchain NULL) or those tagged with toolchain. */
 int mithril_remote_push(mithril_store *s, const char *toolchain,
@@ -492,8 +488,7 @@ int mithril_archive_import(mithril_store *s, const char *path,
  * reject unsigned or wrongly signed entries arriving from a remote or an
  * archive. Set from MITHRIL_SECRET or MITHRIL_SECRET_FILE at open.
  */
-int mithril_store_set_secret(mithril_store *s, const void *secret,
-                             size_t len);
+int mithril_store_set_secret(mithril_store *s, const void *secret, size_t len);
 
 #ifdef __cplusplus
 }

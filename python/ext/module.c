@@ -30,37 +30,6 @@ mx_raise(PyObject *module, int code, const char *what, const char *which)
     return NULL;
 }
 
-/* Scaffolding: a part not built yet adds nothing. */
-__attribute__((weak)) int
-mx_store_exec(PyObject *module)
-{
-    return 0;
-}
-
-__attribute__((weak)) int
-mx_index_exec(PyObject *module)
-{
-    return 0;
-}
-
-__attribute__((weak)) int
-mx_key_exec(PyObject *module)
-{
-    return 0;
-}
-
-__attribute__((weak)) int
-mx_torch_exec(PyObject *module)
-{
-    return 0;
-}
-
-__attribute__((weak)) int
-mx_remote_exec(PyObject *module)
-{
-    return 0;
-}
-
 static int
 add_error(PyObject *module, PyObject **slot, const char *name, PyObject *bases)
 {
