@@ -211,6 +211,20 @@ def print_table(rows):
               "Dynamo's tracing also comes from the store.")
 
 
+def show_store(store):
+    """Print `mithril stats` for the store when the command is built."""
+    exe = os.environ.get("MITHRIL_BIN") or os.path.join(ROOT, "build",
+                                                        "mithril")
+    if not os.access(exe, os.X_OK):
+        return
+    p = subprocess.run([exe, "--dir", store, "stats"], capture_output=True,
+                       text=True, timeout=60)
+    if p.returncode == 0:
+        print()
+        print("$ mithril --dir %s stats" % store)
+        print(p.stdout.rstrip())
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", help="store folder (default: a temporary one)")
@@ -237,6 +251,7 @@ def main(argv=None):
         print("mithril demo: store %s" % store)
         print()
         print_table(rows)
+        show_store(store)
         if args.json:
             print(json.dumps(rows, indent=1))
     finally:
