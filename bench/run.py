@@ -728,7 +728,8 @@ class Suite:
                         repeats=rounds)
         for k in sorted(f for f in self.fields if f.startswith("store_")):
             unit = unit_of(k)
-            self.figure("store", k[len("store_"):].replace("_", " "), k,
+            label = re.sub(r"_(us|ms|s|bytes_per_s)$", "", k[len("store_"):])
+            self.figure("store", label.replace("_", " "), k,
                         unit, higher_is_better=unit in ("B/s", "x"),
                         repeats=rounds)
         self.section_done(keys + ["cat_bytes_per_s"])
