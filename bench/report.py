@@ -87,9 +87,11 @@ def write_markdown(res, path):
     w(f"- Load average: {m['loadavg_start'][0]:.2f} at start, "
       f"{m['loadavg_end'][0]:.2f} at end (a shared machine: compare "
       f"ratios, not absolute times)")
-    w(f"- Versions: python {v['python']}, torch {v['torch']}, "
-      f"{v['compiler']}, build type {v['cmake_build_type']} "
-      f"(`{v['c_flags']}`), {v['b3sum']}, {v['redis_server']}")
+    w(f"- Versions: python {v.get('python')}, torch {v.get('torch')}, "
+      f"{v.get('compiler')}, build type {v.get('cmake_build_type')} "
+      f"(`{v.get('c_flags')}`), libzstd {v.get('libzstd')}, "
+      f"lmdb {v.get('lmdb')}, hiredis {v.get('hiredis')}, "
+      f"{v.get('b3sum')}, {v.get('redis_server')}")
     w("")
     for note in res["notes"]:
         w(f"> Note: {note}")

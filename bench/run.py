@@ -368,6 +368,10 @@ def versions_record(build):
         "zstd": cmd_first_line(["zstd", "--version"]),
         "mithril": cmd_first_line([str(Path(build) / "mithril"),
                                    "--version"]),
+        "libzstd": cmd_first_line(["pkg-config", "--modversion", "libzstd"]),
+        "lmdb": cmd_first_line(["pkg-config", "--modversion", "lmdb"]),
+        "hiredis": cmd_first_line(["pkg-config", "--modversion", "hiredis"]),
+        "cmake_c_compiler": cc,
     }
 
 
