@@ -69,6 +69,23 @@ def fmt_goal_value(g):
     return f"{v:.3g}"
 
 
+def goal_cell(res, field):
+    """The goals judged on a figure: "pass", or each miss and not-run."""
+    gs = [g for g in res.get("goals", []) if g.get("field") == field]
+    if not gs:
+        return ""
+    if all(g["status"] == "pass" for g in gs):
+        return "pass" if len(gs) == 1 else f"all {len(gs)} pass"
+    out = []
+    for g in gs:
+        if g["status"] != "pass":
+            name = g["goal"].split(": ", 1)[-1]
+            word = "MISS" if g["status"] == "miss" else g["status"]
+            out.append(f"{word}: {name}" if len(gs) > 1
+                       else f"{word} ({g['target']})")
+    return "; ".join(out)
+
+
 def write_markdown(res, path):
     m, v = res["machine"], res["versions"]
     lines = []
@@ -127,15 +144,15 @@ def write_markdown(res, path):
             w("")
         if not rows:
             continue
-        w("| figure | value | anchor | anchor value | ratio | note |")
-        w("|---|---|---|---|---|---|")
+        w("| figure | value | anchor | anchor value | ratio | goal | note |")
+        w("|---|---|---|---|---|---|---|")
         for f in rows:
             r = f"{f['ratio']:.2f}x" if f["ratio"] is not None else ""
             av = (fmt_value(f["anchor"], f["unit"]) if f["anchor_name"]
                   else "")
             w(f"| {f['name']} | {fmt_value(f['value'], f['unit'])} | "
               f"{f['anchor_name'] or ''} | {av} | {r} | "
-              f"{f['note'] or ''} |")
+              f"{goal_cell(res, f['field'])} | {f['note'] or ''} |")
 
     w("")
     w("### torch")
@@ -150,8 +167,8 @@ def write_markdown(res, path):
         w("")
         w("| model | eager | cold | torch warm | mithril warm | "
           "remote warm | mithril/torch warm | overhead on hit | "
-          "remote/mithril | hit rate |")
-        w("|---|---|---|---|---|---|---|---|---|---|")
+          "remote/mithril | hit rate | goals |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
         for t in res["torch"]:
             def s(k):
                 return fmt_value(t.get(k), "s")
@@ -167,7 +184,8 @@ def write_markdown(res, path):
               f"{s('remote_warm_s')} | {r('mithril_warm_s', 'torch_warm_s')}"
               f" | {fmt_value(over, 's')} | "
               f"{r('remote_warm_s', 'mithril_warm_s')} | "
-              f"{fmt_value(t.get('hit_rate'), '%')} |")
+              f"{fmt_value(t.get('hit_rate'), '%')} | "
+              f"{goal_cell(res, 'torch.' + str(t.get('model')))} |")
         w("")
         main_cols = {"model", "eager_s", "cold_s", "torch_warm_s",
                      "mithril_warm_s", "remote_warm_s", "hit_rate",

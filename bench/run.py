@@ -445,13 +445,16 @@ class Suite:
             "note": note,
         })
 
-    def goal(self, name, value, target, ok, shown=None):
+    def goal(self, name, value, target, ok, shown=None, field=None):
+        """A goal judged on value; field names the figure it belongs to
+        (shown beside it in the report)."""
         if value is None:
             status = "not run"
         else:
             status = "pass" if ok(value) else "miss"
         self.goals.append({"goal": name, "value": value, "target": target,
-                           "shown": shown, "status": status})
+                           "shown": shown, "status": status,
+                           "field": field})
 
     def program(self, name):
         path = self.build / name
@@ -639,7 +642,7 @@ class Suite:
         r = ratio(self.fields["blake3_bytes_per_s"],
                   self.fields["b3sum_bytes_per_s"])
         self.goal("BLAKE3 >= 0.9x b3sum (one thread)", r, ">= 0.90x",
-                  lambda v: v >= 0.9)
+                  lambda v: v >= 0.9, field="blake3_bytes_per_s")
         self.section_done(fields)
 
     def section_done(self, fields, section=None):
@@ -822,7 +825,7 @@ class Suite:
             field, shown = "lookup_p99_us_100k", "100k entries (quick)"
         self.goal("lookup p99 at 1M entries < 10 ms",
                   self.fields.get(field), "< 10000 us",
-                  lambda v: v < 10000, shown=shown)
+                  lambda v: v < 10000, shown=shown, field=field)
 
     # -- compression on real Inductor artifacts -------------------------
 
@@ -1076,7 +1079,7 @@ class Suite:
         r = ratio(self.fields.get("remote_restore_bytes_per_s"),
                   self.fields.get("redis_benchmark_bytes_per_s"))
         self.goal("remote restore >= 0.5x redis-benchmark", r, ">= 0.50x",
-                  lambda v: v >= 0.5)
+                  lambda v: v >= 0.5, field="remote_restore_bytes_per_s")
         self.section_done(fields)
 
     def _model_names(self):
@@ -1337,18 +1340,19 @@ class Suite:
     def _torch_goals(self):
         for t in self.fields["torch"]:
             m = t.get("model")
+            f = f"torch.{m}"
             self.goal(f"{m}: mithril warm <= 1.05x torch warm",
                       ratio(t.get("mithril_warm_s"), t.get("torch_warm_s")),
-                      "<= 1.05x", lambda v: v <= 1.05)
+                      "<= 1.05x", lambda v: v <= 1.05, field=f)
             self.goal(f"{m}: overhead on a hit (mithril warm - eager) < 1 s",
-                      t.get("hit_overhead_s"), "< 1 s", lambda v: v < 1.0)
+                      t.get("hit_overhead_s"), "< 1 s", lambda v: v < 1.0,
+                      field=f)
             self.goal(f"{m}: hit rate 100 %", t.get("hit_rate"), "100 %",
-                      lambda v: v >= 1.0)
+                      lambda v: v >= 1.0, field=f)
             self.goal(f"{m}: remote warm <= 1.1x mithril warm",
                       ratio(t.get("remote_warm_s"),
                             t.get("mithril_warm_s")),
-                      "<= 1.10x", lambda v: v <= 1.1)
-
+                      "<= 1.10x", lambda v: v <= 1.1, field=f)
 
 # ------------------------------------------------------------------------
 # The child: one model, one first call, in a fresh process
