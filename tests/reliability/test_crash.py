@@ -34,11 +34,35 @@ def _run(mithril_bin, store, *args, env=None, check=True):
     return p
 
 
-def _kill_at_random(cmd, env, max_delay):
-    """Start cmd, SIGKILL it after a random delay; returns its exit code."""
+# How long each kind of command took when it ran to its end, so that the
+# kill instants stay spread over the command's whole run as it gets faster
+# or slower (a kill after the end proves nothing).
+RUN_TIMES = {}
+
+
+def _kill_at_random(cmd, env, max_delay, reset=None):
+    """Start cmd, SIGKILL it at a random instant of its expected run time
+    (measured every 25 kills by one run left to finish, at most
+    max_delay); returns its exit code. reset() runs before the timing
+    run and before the run that is killed, so both start alike."""
+    op = next(a for a in cmd[3:] if not a.startswith("-")
+              and not a.startswith("/") and not a.startswith("redis:")
+              and not a[0].isdigit())
+    seen = RUN_TIMES.setdefault(op, [])
+    if len(seen) == 0 or TALLY.get("kills", 0) % 25 == 24:
+        if reset:
+            reset()
+        start = time.monotonic()
+        subprocess.run(cmd, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, env=env)
+        seen.append(time.monotonic() - start)
+        _tally("runs left to finish (timing)")
+    limit = min(max_delay, sorted(seen)[len(seen) // 2])
+    if reset:
+        reset()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
-    time.sleep(random.uniform(0, max_delay))
+    time.sleep(random.uniform(0, limit))
     proc.send_signal(signal.SIGKILL)
     rc = proc.wait()
     _tally("kills")
@@ -94,6 +118,7 @@ def _record(test, **figures):
 def _figures(request):
     TALLY.clear()
     DAMAGE.clear()
+    RUN_TIMES.clear()
     yield
     _record(request.node.name, **TALLY)
     print(request.node.name, TALLY)
@@ -249,8 +274,12 @@ def test_kill_during_import(mithril_bin, tmp_path):
     _run(mithril_bin, src, "export", archive)
     dst = tmp_path / "dst"
     for i in range(KILLS["import"]):
+        # Import into an empty store half the time, else onto what the
+        # last killed import left, so every kill lands in real work.
         _kill_at_random([mithril_bin, "--dir", str(dst), "import",
-                         str(archive)], _env(), 0.05)
+                         str(archive)], _env(), 0.05,
+                        reset=lambda: random.random() < 0.5 and
+                        _run(mithril_bin, dst, "clear"))
         _after_kill(mithril_bin, dst, known)
     assert DAMAGE == [], DAMAGE[:3]
     _run(mithril_bin, dst, "import", archive)
@@ -270,9 +299,30 @@ def test_kill_during_push(mithril_bin, tmp_path, redis_server):
         known[f"k{i}"] = data
         _run(mithril_bin, src, "put", f, "--key", f"k{i}")
     for i in range(KILLS["push"]):
+        # Push into an empty Redis half the time, else onto what the last
+        # killed push left there.
         _kill_at_random([mithril_bin, "--dir", str(src), "--remote",
-                         redis_server.url, "push"], _env(), 0.05)
+                         redis_server.url, "push"], _env(), 0.05,
+                        reset=lambda: random.random() < 0.5 and
+                        redis_server.cli("FLUSHALL"))
         _after_kill(mithril_bin, src, known)
+        if i % 5 == 4:
+            # A consumer of what the killed push left in Redis gets right
+            # bytes or a miss, and its store stays clean.
+            mid = tmp_path / f"mid{i}"
+            p = _run(mithril_bin, mid, "--remote", redis_server.url, "pull",
+                     check=False)
+            assert p.returncode in (0, 1, 3), p.stderr
+            for key, data in known.items():
+                if key == "probe":
+                    continue
+                g = _run(mithril_bin, mid, "get", "--key", key, check=False)
+                assert g.returncode in (0, 1), g.stderr
+                if g.returncode == 0:
+                    assert g.stdout == data, f"wrong bytes for {key}"
+                    _tally("entries pulled from a killed push")
+            v = _run(mithril_bin, mid, "verify", check=False)
+            assert v.returncode == 0, v.stdout + v.stderr
     assert DAMAGE == [], DAMAGE[:3]
     # Whatever a killed push left in Redis never yields a wrong byte: a
     # consumer pulls everything after one complete push.
