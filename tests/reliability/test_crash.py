@@ -133,9 +133,10 @@ def _problems(stdout):
 
 
 def _check_store(mithril_bin, store, known):
-    """verify finds nothing but dead processes' temp files (and removes
-    them), a second verify is clean, no temp file is left, and every entry
-    still listed is served with its exact bytes."""
+    """The next process works; every entry listed is served with its exact
+    bytes or is a miss; then verify finds nothing but dead processes'
+    leftovers (and removes them), a second verify is clean, and no temp
+    file is left."""
     # The next process works before any repair: a put and a get of new
     # content succeed on the store exactly as the kill left it.
     probe = store.parent / "probe.bin"
@@ -145,6 +146,19 @@ def _check_store(mithril_bin, store, known):
     assert _run(mithril_bin, store, "get", "--key", "probe").stdout == data
     known["probe"] = data
     _tally("checks")
+    # Nothing half-written is served, before any repair: every listed
+    # entry reads back whole or is a miss.
+    ls = _run(mithril_bin, store, "ls", "--json")
+    listed = json.loads(ls.stdout or b"[]")
+    keys = [e["key"] for e in listed]
+    for key in keys:
+        if key not in known:
+            continue
+        g = _run(mithril_bin, store, "get", "--key", key, check=False)
+        assert g.returncode in (0, 1), g.stderr
+        if g.returncode == 0:
+            assert g.stdout == known[key], f"wrong bytes for {key}"
+            _tally("entries read back")
     p = _run(mithril_bin, store, "verify", check=False)
     out = (p.stdout + p.stderr).decode(errors="replace")
     probs = _problems(p.stdout)
@@ -158,17 +172,6 @@ def _check_store(mithril_bin, store, known):
     tmp = store / "tmp"
     left = list(tmp.iterdir()) if tmp.exists() else []
     assert left == [], f"temp files left after verify: {left}"
-    ls = _run(mithril_bin, store, "ls", "--json")
-    listed = json.loads(ls.stdout or b"[]")
-    keys = [e["key"] for e in listed]
-    for key in keys:
-        if key not in known:
-            continue
-        g = _run(mithril_bin, store, "get", "--key", key, check=False)
-        assert g.returncode in (0, 1), g.stderr
-        if g.returncode == 0:
-            assert g.stdout == known[key], f"wrong bytes for {key}"
-            _tally("entries read back")
     return keys
 
 
