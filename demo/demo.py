@@ -7,7 +7,8 @@ Python process (so nothing is reused in memory):
   torch cold   torch.compile with an empty TORCHINDUCTOR_CACHE_DIR
   torch warm   the same again, that folder kept (torch's own cache)
   mithril cold torch.compile(backend=mithril_cache.backend()) after
-               mithril_cache.enable() on an empty store
+               mithril_cache.enable() on an empty store (each model has
+               its own store, <dir>/<model>)
   mithril warm the same with the working folder deleted first: every
                artifact comes back from the store
 
@@ -16,7 +17,7 @@ first compiled call (imports of torch, Dynamo, Inductor and mithril_cache
 excluded: the same work in every mode). Each process checks its
 outputs against eager within a tolerance and fails loudly otherwise.
 
-    python demo/demo.py [--dir STORE] [--models transformer,cnn] [--dynamo]
+    python demo/demo.py [--dir STORES] [--models transformer,cnn] [--dynamo]
 """
 
 import argparse
@@ -52,17 +53,17 @@ def worker(args):
     from models import MODELS
 
     model, x = MODELS[args.model]()
-    with torch.no_grad():
-        ref = model(x)
     out = {"model": args.model, "mode": args.mode}
     if args.mode == "eager":
-        model2, x2 = MODELS[args.model]()
+        # The first call in this process: nothing warmed up before it.
         t0 = time.perf_counter()
         with torch.no_grad():
-            model2(x2)
+            model(x)
         out["first_call_s"] = time.perf_counter() - t0
         print(json.dumps(out))
         return 0
+    with torch.no_grad():
+        ref = model(x)
     # Imports are the same work in every mode: keep them out of the times.
     import torch._dynamo  # noqa: F401
     import torch._inductor.compile_fx  # noqa: F401
@@ -143,7 +144,9 @@ def run_worker(model, mode, dir=None, work=None, inductor=None, env=None):
 
 
 def measure(model, base, store, dynamo=False):
-    """All measurements of one model; returns a dict of results."""
+    """All measurements of one model; returns a dict of results. store:
+    this model's own store folder (empty at first, so the cold run is
+    cold)."""
     inductor = os.path.join(base, "torch-" + model)
     work = os.path.join(base, "work-" + model)
     r = {"model": model}
@@ -227,7 +230,8 @@ def show_store(store):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", help="store folder (default: a temporary one)")
+    ap.add_argument("--dir", help="folder of the stores, one per model "
+                    "(default: a temporary one)")
     ap.add_argument("--models", default="transformer,cnn,mlp")
     ap.add_argument("--dynamo", action="store_true",
                     help="also measure the Dynamo-level cache")
@@ -243,15 +247,16 @@ def main(argv=None):
         return worker(args)
     base = tempfile.mkdtemp(prefix="mithril-demo-")
     try:
-        store = args.dir or os.path.join(base, "store")
+        root = args.dir or os.path.join(base, "stores")
         rows = []
         for model in args.models.split(","):
             print("measuring %s ..." % model, file=sys.stderr, flush=True)
-            rows.append(measure(model, base, store, dynamo=args.dynamo))
-        print("mithril demo: store %s" % store)
+            rows.append(measure(model, base, os.path.join(root, model),
+                                dynamo=args.dynamo))
+        print("mithril demo: one store per model under %s" % root)
         print()
         print_table(rows)
-        show_store(store)
+        show_store(os.path.join(root, rows[-1]["model"]))
         if args.json:
             print(json.dumps(rows, indent=1))
     finally:

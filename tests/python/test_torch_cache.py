@@ -65,7 +65,8 @@ WORKER = textwrap.dedent(r'''
         import mithril_cache
         try:
             mgr = mithril_cache.enable(dir=cfg.get("dir"),
-                                       work_dir=cfg.get("work"))
+                                       work_dir=cfg.get("work"),
+                                       restore=cfg.get("restore", True))
             if cfg.get("disable_env_then_dir"):
                 os.environ.pop("MITHRIL_DISABLE")
                 mgr2 = mithril_cache.enable(dir=cfg["disable_env_then_dir"])
@@ -185,15 +186,20 @@ def test_moved_store_other_home_and_user_hits(cold, tmp_path):
     shutil.copytree(cold["store"], moved)
     home = tmp_path / "home"
     home.mkdir()
+    # restore=False: only the per-graph entries materialize files, so
+    # this also shows each g1 entry carries everything its graph needs.
     res, _ = run_worker(tmp_path, {"dir": str(moved),
                                    "work": str(tmp_path / "work2"),
-                                   "cases": CASES},
+                                   "cases": CASES, "restore": False},
                         env={"HOME": str(home), "USER": "somebodyelse",
                              "LOGNAME": "somebodyelse"})
     check_outputs(res)
+    assert res["stats"]["restored"] == {}
     proc = res["stats"]["process"]
     assert proc["graph_hits"] == len(CASES), proc
+    assert proc["torch_misses_after_graph_hit"] == 0
     assert res["torch"].get("fxgraph_cache_miss", 0) == 0
+    assert res["torch"].get("autograd_cache_miss", 0) == 0
     assert res["keys"] == cold["res"]["keys"]
 
 
