@@ -27,7 +27,6 @@ tensors by name with shape and dtype.
 """
 
 import os
-import sys
 import threading
 
 from . import _blake3, _native
