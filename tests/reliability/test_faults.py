@@ -146,6 +146,8 @@ def test_full_disk_torch_keeps_running(mithril_bin, tmp_path):
         assert p.returncode == 0, p.stderr.decode(errors="replace")[-3000:]
         err = float(out.split("ERR")[1].split()[0])
         assert err < 1e-5, out
+        # The failure is said once, clearly.
+        assert "No space left on device" in out, out[-3000:]
         # Nothing half-written remains; once space is freed the store
         # takes what torch wrote.
         (mnt / "filler").unlink()
