@@ -1106,11 +1106,12 @@ class Suite:
         """bench/torch_bench.py measures eager, cold, torch warm, mithril
         warm and the hit rate per model (one JSON line each); the remote
         warm start is added here with the same worker (demo/demo.py)."""
-        cmd = [sys.executable, str(bench)]
+        cmd = [sys.executable, str(bench), "--repeats",
+               str(min(self.repeats, 3))]
         if self.quick:
-            cmd += ["--quick", "--no-dynamo"]
-        else:
-            cmd += ["--repeats", str(min(self.repeats, 3))]
+            # The first model only, no Dynamo-level cache, but still
+            # several repeats: one sample of a compile is noise.
+            cmd += ["--models", self._model_names()[0], "--no-dynamo"]
         log("torch: " + " ".join(Path(c).name for c in cmd))
         try:
             p = subprocess.run(cmd, capture_output=True, timeout=7200,
@@ -1182,7 +1183,7 @@ class Suite:
         self._worker(name, "mithril", store, work, MITHRIL_REMOTE=redis.url)
         self.inductor_dirs.append(work)
         self._push(store, redis)
-        reps = 1 if self.quick else min(self.repeats, 3)
+        reps = min(self.repeats, 3)
         times, hits, misses, restored = [], 0, 0, []
         for i in range(reps):
             o = self._worker(name, "mithril", base / f"rstore{i}",
