@@ -556,17 +556,112 @@ lru_set(struct mi_index *ix, MDB_txn *txn, int64_t ns,
     return rc == MDB_NOTFOUND ? 0 : db_err(rc, "drop lru row");
 }
 
-/* Unlink a blob file; a file already gone is fine. */
+/*
+ * Evicted blob files. Inside the transaction that drops a blob's last
+ * reference, its file is renamed to a tombstone in <store>/tmp
+ * (".mtmp.<pid>.gone.<addr>"); once that transaction has ended, the
+ * tombstone is resolved: removed if the row is gone (committed), renamed
+ * back if the row is still there and its file absent (aborted). A process
+ * killed in between leaves a stale tombstone that mithril_store_verify
+ * resolves the same way, so a crash never leaves a row without its file.
+ */
+struct gone {
+    unsigned char addr[32];
+};
+
+static __thread struct gone *gone_v;
+static __thread size_t gone_n, gone_cap;
+
+static void
+tombstone_path(const mithril_store *s, const char *hex, char *buf)
+{
+    snprintf(buf, PATH_MAX, "%s/tmp/.mtmp.%ld.gone.%s", s->dir, (long)getpid(),
+             hex);
+}
+
+/* Move a blob file out of the way; a file already gone is fine. */
 static void
 unlink_blob(mithril_store *s, const unsigned char *addr)
 {
-    char hex[MITHRIL_HEX_SIZE], path[PATH_MAX];
+    char hex[MITHRIL_HEX_SIZE], path[PATH_MAX], tomb[PATH_MAX];
+    struct gone *v;
 
     mithril_hex(addr, 32, hex);
     mi_blob_path(s, hex, path);
-    if (mi_sys.unlink(path) < 0 && errno != ENOENT) {
-        mi_log_errno("unlink", path);
+    if (gone_n == gone_cap) {
+        v = realloc(gone_v, (gone_cap ? gone_cap * 2 : 64) * sizeof(*v));
+        if (!v) {
+            /* No memory to remember it: fall back to removing it now. */
+            if (mi_sys.unlink(path) < 0 && errno != ENOENT) {
+                mi_log_errno("unlink", path);
+            }
+            return;
+        }
+        gone_v = v;
+        gone_cap = gone_cap ? gone_cap * 2 : 64;
     }
+    tombstone_path(s, hex, tomb);
+    if (mi_sys.rename(path, tomb) < 0) {
+        if (errno != ENOENT) {
+            mi_log_errno("rename", path);
+        }
+        return;
+    }
+    memcpy(gone_v[gone_n++].addr, addr, 32);
+}
+
+static int blob_get(struct mi_index *ix, MDB_txn *txn,
+                    const unsigned char *addr, struct blob_row *r);
+
+/*
+ * Settle one tombstone: back in place if its row still exists and the
+ * blob file is absent, else removed. Returns 1 if it was put back.
+ */
+static int
+tombstone_settle(mithril_store *s, struct mi_index *ix, MDB_txn *txn,
+                 const char *tomb, const unsigned char *addr)
+{
+    char hex[MITHRIL_HEX_SIZE], path[PATH_MAX];
+    struct blob_row r;
+    struct stat st;
+
+    mithril_hex(addr, 32, hex);
+    mi_blob_path(s, hex, path);
+    if (txn && blob_get(ix, txn, addr, &r) == 0 && stat(path, &st) < 0 &&
+        errno == ENOENT && mi_sys.link(tomb, path) == 0) {
+        mi_sys.unlink(tomb);
+        return 1;
+    }
+    if (mi_sys.unlink(tomb) < 0 && errno != ENOENT) {
+        mi_log_errno("unlink", tomb);
+    }
+    return 0;
+}
+
+/* Settle this thread's tombstones, after its write transaction ended. */
+static void
+gone_sweep(mithril_store *s)
+{
+    struct mi_index *ix = s->index;
+    char hex[MITHRIL_HEX_SIZE], tomb[PATH_MAX];
+    MDB_txn *txn = NULL;
+    size_t i;
+
+    if (gone_n == 0) {
+        return;
+    }
+    if (ix && mdb_txn_begin(ix->env, NULL, MDB_RDONLY, &txn) != 0) {
+        txn = NULL;
+    }
+    for (i = 0; i < gone_n; i++) {
+        mithril_hex(gone_v[i].addr, 32, hex);
+        tombstone_path(s, hex, tomb);
+        tombstone_settle(s, ix, txn, tomb, gone_v[i].addr);
+    }
+    if (txn) {
+        mdb_txn_abort(txn);
+    }
+    gone_n = 0;
 }
 
 /* Remove a blob row (and its file when unlink_file); fix totals. */
@@ -1238,9 +1333,9 @@ out:
 static int evict(mithril_store *s, struct mi_index *ix, uint64_t max,
                  int64_t grace_ns, mithril_gc_result *res);
 
-int
-mithril_entry_put(mithril_store *s, const char *key, const mithril_item *items,
-                  size_t n_items, const char *meta)
+static int
+entry_put_txn(mithril_store *s, const char *key, const mithril_item *items,
+              size_t n_items, const char *meta)
 {
     struct mi_index *ix = NULL;
     struct mi_totals t;
@@ -1281,6 +1376,16 @@ mithril_entry_put(mithril_store *s, const char *key, const mithril_item *items,
         evict(s, ix, mi_index_cap(s), MI_ORPHAN_GRACE_NS, &gc);
     }
     return 0;
+}
+
+int
+mithril_entry_put(mithril_store *s, const char *key, const mithril_item *items,
+                  size_t n_items, const char *meta)
+{
+    int rc = entry_put_txn(s, key, items, n_items, meta);
+
+    gone_sweep(s);
+    return rc;
 }
 
 /* ---- get, peek, recency ---- */
@@ -1563,8 +1668,8 @@ mithril_store_flush(mithril_store *s)
 
 /* ---- delete ---- */
 
-int
-mithril_entry_delete(mithril_store *s, const char *key)
+static int
+entry_delete_txn(mithril_store *s, const char *key)
 {
     unsigned char dbkey[MI_DBKEY_MAX];
     struct mi_index *ix = NULL;
@@ -1602,6 +1707,15 @@ mithril_entry_delete(mithril_store *s, const char *key)
         return rc;
     }
     return db_err(mdb_txn_commit(txn), "commit");
+}
+
+int
+mithril_entry_delete(mithril_store *s, const char *key)
+{
+    int rc = entry_delete_txn(s, key);
+
+    gone_sweep(s);
+    return rc;
 }
 
 /* ---- foreach ---- */
@@ -1819,8 +1933,8 @@ evict(mithril_store *s, struct mi_index *ix, uint64_t max, int64_t grace_ns,
     return rc < 0 ? rc : 0;
 }
 
-int
-mithril_store_gc(mithril_store *s, uint64_t max_bytes, mithril_gc_result *out)
+static int
+store_gc_txn(mithril_store *s, uint64_t max_bytes, mithril_gc_result *out)
 {
     mithril_gc_result res;
     struct mi_index *ix = NULL;
@@ -1833,6 +1947,15 @@ mithril_store_gc(mithril_store *s, uint64_t max_bytes, mithril_gc_result *out)
     if (rc == 0 && out) {
         *out = res;
     }
+    return rc;
+}
+
+int
+mithril_store_gc(mithril_store *s, uint64_t max_bytes, mithril_gc_result *out)
+{
+    int rc = store_gc_txn(s, max_bytes, out);
+
+    gone_sweep(s);
     return rc;
 }
 
@@ -2073,6 +2196,26 @@ verify_blob_file(const char *path, const char *name, void *ctx)
 static void
 verify_temp_file(const char *path, const char *name, void *ctx)
 {
+    struct verify_ctx *v = ctx;
+    const char *hex = strstr(name, ".gone.");
+    unsigned char addr[32];
+    MDB_txn *txn;
+
+    /* A tombstone left by an eviction whose process died mid-way. */
+    if (hex && mi_temp_is_stale(name) == 1 &&
+        mithril_unhex(hex + 6, addr, 32) == 0) {
+        if (mdb_txn_begin(v->ix->env, NULL, MDB_RDONLY, &txn) != 0) {
+            return;
+        }
+        if (tombstone_settle(v->s, v->ix, txn, path, addr)) {
+            problem(v, "stale temp file (interrupted eviction undone)", path);
+        } else {
+            v->r.temp_removed++;
+            problem(v, "stale temp file", path);
+        }
+        mdb_txn_abort(txn);
+        return;
+    }
     remove_stale_temp(ctx, path, name);
 }
 

@@ -1541,6 +1541,10 @@ pool_one(struct pool *p, redisContext **c, const char *key,
     breaker_ok(p->r);
     if (rc == 0) {
         res->entries++;
+        if (p->pull) {
+            /* An entry this store lacked, served by the remote. */
+            mithril_stats_add(p->s, MITHRIL_COUNTER_REMOTE_HIT, 1);
+        }
     } else if (rc == MITHRIL_EPATH || rc == MITHRIL_ESIGNATURE ||
                (p->pull && rc == MITHRIL_ECORRUPT)) {
         res->rejected++;
