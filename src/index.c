@@ -18,10 +18,11 @@
  *   - a blob row's refs is the number of item references to it from
  *     entries; a row with refs 0 has exactly one orphans row;
  *   - totals equal the sums over the entries and blobs tables.
- * A blob file is unlinked while the transaction that drops its last
- * reference is still open, so no later put can refer to it unseen; a crash
- * between the unlink and the commit leaves a row for a missing file, which
- * readers see as a miss and mithril_store_verify repairs.
+ * A blob file is moved to a tombstone while the transaction that drops
+ * its last reference is still open, so no later put can refer to it
+ * unseen; the tombstone is removed after the commit, or put back if the
+ * transaction aborted. A crash in between leaves a stale tombstone that
+ * mithril_store_verify settles the same way.
  *
  * Recency: hits are recorded in memory per store handle and applied in one
  * write transaction every MI_BATCH hits, after one second, at flush, close,
