@@ -353,7 +353,28 @@ py_config(PyObject *module, PyObject *arg)
     return c.dict;
 }
 
+/* blake3(data) -> str: the 64-hex BLAKE3 digest of a bytes-like object. */
+static PyObject *
+py_blake3(PyObject *module, PyObject *arg)
+{
+    uint8_t digest[MITHRIL_BLAKE3_OUT_LEN];
+    char hex[MITHRIL_HEX_SIZE];
+    Py_buffer view;
+
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    mithril_blake3_hash(view.buf, (size_t)view.len, digest);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&view);
+    mithril_hex(digest, sizeof(digest), hex);
+    return PyUnicode_FromString(hex);
+}
+
 static PyMethodDef key_methods[] = {
+    {"blake3", py_blake3, METH_O,
+     "blake3(data) -> str: BLAKE3-256 of a bytes-like object, as 64 hex."},
     {"storage_key", (PyCFunction)(void (*)(void))py_storage_key,
      METH_VARARGS | METH_KEYWORDS,
      "storage_key(graph_hash, inputs, device, toolchain='') -> str\n\n"

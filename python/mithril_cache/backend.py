@@ -29,7 +29,7 @@ tensors by name with shape and dtype.
 import os
 import threading
 
-from . import _blake3, _native
+from . import _native
 from ._enable import _warn_once, active, current, enable
 
 #: Prefix of keyed per-graph entries in the store.
@@ -39,13 +39,8 @@ _SKIP_DIRS = {"locks"}
 
 
 def blake3_hex(data):
-    """BLAKE3 of data as 64 hex: the C hasher when the extension exposes
-    it, else the plain-Python one (same digests)."""
-    fn = getattr(_native, "blake3", None)
-    if fn is not None:
-        out = fn(data)
-        return out if isinstance(out, str) else bytes(out).hex()
-    return _blake3.blake3_hex(data)
+    """BLAKE3-256 of data as 64 hex, computed by libmithril."""
+    return _native.blake3(data)
 
 
 def _tc_tag(toolchain):
