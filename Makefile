@@ -51,7 +51,7 @@ test-py: build
 	$(PY) -m pytest -q tests/cli tests/python tests/reliability
 
 demo: build
-	$(PY) demo/demo.py
+	$(PY) demo/demo.py --dynamo
 
 bench: build
 	$(PY) bench/run.py
