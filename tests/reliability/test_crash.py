@@ -159,6 +159,8 @@ def _check_store(mithril_bin, store, known):
         if g.returncode == 0:
             assert g.stdout == known[key], f"wrong bytes for {key}"
             _tally("entries read back")
+        else:
+            _tally("listed entries read as a miss before repair")
     p = _run(mithril_bin, store, "verify", check=False)
     out = (p.stdout + p.stderr).decode(errors="replace")
     probs = _problems(p.stdout)
