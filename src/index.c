@@ -662,7 +662,9 @@ gone_sweep(mithril_store *s)
     if (txn) {
         mdb_txn_abort(txn);
     }
-    gone_n = 0;
+    free(gone_v);
+    gone_v = NULL;
+    gone_n = gone_cap = 0;
 }
 
 /* Remove a blob row (and its file when unlink_file); fix totals. */
@@ -935,6 +937,43 @@ env_share(struct mi_index *ix, const struct mi_env *e)
 }
 
 /* Open the environment at path, or share the one this process has. */
+
+/*
+ * Open the LMDB environment with the largest map the process may reserve:
+ * 64 GiB of address space (sparse: nothing is allocated until used),
+ * smaller where an address-space limit (ulimit -v, valgrind) refuses it.
+ */
+static int
+env_open_sized(struct mi_index *ix, const char *path)
+{
+    static const unsigned shifts[] = {36, 34, 32, 30};
+    size_t i;
+    int rc = 0;
+
+    for (i = sizeof(size_t) >= 8 ? 0 : 3; i < 4; i++) {
+        rc = mdb_env_create(&ix->env);
+        if (rc != 0) {
+            ix->env = NULL;
+            return db_err(rc, "create environment");
+        }
+        mdb_env_set_mapsize(ix->env, (size_t)1 << shifts[i]);
+        mdb_env_set_maxdbs(ix->env, 8);
+        mdb_env_set_maxreaders(ix->env, 1022);
+        rc = mdb_env_open(
+            ix->env, path,
+            MDB_NOTLS | MDB_NOMETASYNC | (ix->readonly ? MDB_RDONLY : 0), 0600);
+        if (rc == 0) {
+            return 0;
+        }
+        mdb_env_close(ix->env);
+        ix->env = NULL;
+        if (rc != EINVAL && rc != ENOMEM) {
+            break;
+        }
+    }
+    return db_err(rc, "open environment");
+}
+
 static int
 env_acquire(struct mi_index *ix, const char *path)
 {
@@ -958,20 +997,8 @@ env_acquire(struct mi_index *ix, const char *path)
             return 0;
         }
     }
-    rc = mdb_env_create(&ix->env);
-    if (rc != 0) {
-        rc = db_err(rc, "create environment");
-        goto out;
-    }
-    mdb_env_set_mapsize(ix->env, sizeof(size_t) >= 8 ? (size_t)64 << 30
-                                                     : (size_t)1 << 30);
-    mdb_env_set_maxdbs(ix->env, 8);
-    mdb_env_set_maxreaders(ix->env, 1022);
-    rc = mdb_env_open(
-        ix->env, path,
-        MDB_NOTLS | MDB_NOMETASYNC | (ix->readonly ? MDB_RDONLY : 0), 0600);
-    if (rc != 0) {
-        rc = db_err(rc, "open environment");
+    rc = env_open_sized(ix, path);
+    if (rc < 0) {
         goto out;
     }
     mdb_reader_check(ix->env, &dead);
