@@ -285,6 +285,21 @@ def _torch_compiled_elsewhere(inductor_dir):
     return current
 
 
+def _no_precompiled_headers():
+    """Inductor's CPU backend builds a ~150 MB precompiled header outside
+    its cache folder on every new machine, even when every kernel is
+    cached, which costs a warm start on a fresh node tens of seconds. Turn
+    it off unless the user chose, as `mithril run` does, so both produce
+    the same FX graph keys (the setting is part of them)."""
+    name = "TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS"
+    if name in os.environ:
+        return
+    os.environ[name] = "0"
+    cfg = sys.modules.get("torch._inductor.config")
+    if cfg is not None:
+        cfg.cpp_cache_precompile_headers = False
+
+
 def _clear_torch_dir_caches():
     """Forget every folder torch already derived from the old cache dir.
     Inductor registers its functools caches for this (the same call its
@@ -440,6 +455,7 @@ def _enable(dir, max_size, remote, work_dir, dynamo_cache, restore):
                 work_dir, exc))
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor
         os.environ["TRITON_CACHE_DIR"] = os.path.join(work_dir, "triton")
+        _no_precompiled_headers()
         _clear_torch_dir_caches()
         if dynamo_cache:
             _set_dynamo_cache()
