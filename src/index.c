@@ -1058,6 +1058,47 @@ env_release(struct mi_index *ix)
     ix->env = NULL;
 }
 
+/*
+ * Tombstones of evictions whose process died before settling them: put
+ * back or removed as soon as a process opens the index, so an interrupted
+ * eviction costs no lasting misses. Only <store>/tmp is listed (it holds
+ * nothing but leftovers), never the blobs.
+ */
+static void
+settle_dead_tombstones(mithril_store *s, struct mi_index *ix)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 256];
+    unsigned char addr[32];
+    struct dirent *de;
+    const char *hex;
+    MDB_txn *txn = NULL;
+    DIR *d;
+
+    snprintf(dir, sizeof(dir), "%s/tmp", s->dir);
+    d = opendir(dir);
+    if (!d) {
+        return;
+    }
+    while ((de = readdir(d))) {
+        hex = strstr(de->d_name, ".gone.");
+        if (!hex || mithril_unhex(hex + 6, addr, 32) < 0 ||
+            mi_temp_is_stale(de->d_name) != 1) {
+            continue;
+        }
+        if (!txn && mdb_txn_begin(ix->env, NULL, MDB_RDONLY, &txn) != 0) {
+            break;
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        if (tombstone_settle(s, ix, txn, path, addr)) {
+            mi_log(MITHRIL_LOG_INFO, "interrupted eviction undone: %s", path);
+        }
+    }
+    if (txn) {
+        mdb_txn_abort(txn);
+    }
+    closedir(d);
+}
+
 static int
 index_open_locked(mithril_store *s)
 {
@@ -1098,6 +1139,9 @@ index_open_locked(mithril_store *s)
         goto fail;
     }
     s->index = ix;
+    if (!ix->readonly && !ix->absent) {
+        settle_dead_tombstones(s, ix);
+    }
     return 0;
 
 fail:
