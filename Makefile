@@ -6,8 +6,8 @@ PY          := $(VENV)/bin/python
 JOBS        ?= $(shell nproc)
 CMAKE_FLAGS ?=
 PYTHON_SYS  ?= python3
-export PYTHONPATH := $(CURDIR)/python:$(CURDIR)/$(BUILD)/python
-export MITHRIL_BIN := $(CURDIR)/$(BUILD)/mithril
+export PYTHONPATH = $(CURDIR)/python:$(CURDIR)/$(BUILD)/python
+export MITHRIL_BIN = $(CURDIR)/$(BUILD)/mithril
 
 .PHONY: all build deps venv test test-c test-py demo bench bench-quick lint \
         format sanitize tsan valgrind stress fuzz clean help
@@ -34,10 +34,9 @@ $(VENV)/.done: scripts/install-venv.sh
 
 venv: $(VENV)/.done
 
-$(BUILD)/CMakeCache.txt: | venv
-	cmake -S . -B $(BUILD) -DPython3_EXECUTABLE=$(CURDIR)/$(PY) $(CMAKE_FLAGS)
-
-build: $(BUILD)/CMakeCache.txt
+build: | venv
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) \
+	  -DPython3_EXECUTABLE=$(CURDIR)/$(PY) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build
@@ -52,6 +51,10 @@ test-py: build
 
 demo: build
 	$(PY) demo/demo.py --dynamo
+
+# Benchmarks run an optimized build of their own.
+bench bench-quick: BUILD = build-bench
+bench bench-quick: CMAKE_FLAGS = -DCMAKE_BUILD_TYPE=Release
 
 bench: build
 	$(PY) bench/run.py

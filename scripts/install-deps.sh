@@ -10,6 +10,7 @@ pkgs=(
     libhiredis-dev                    # the Redis tier client
     redis-server redis-tools          # real Redis for tests and bench
     b3sum                             # BLAKE3 reference for tests, bench
+    zstd                              # the zstd anchor in the bench
     clang clang-format                # lint, fuzzing
     libclang-rt-14-dev                # libFuzzer and sanitizer runtimes
     valgrind                          # leak checks
