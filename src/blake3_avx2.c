@@ -6,9 +6,11 @@
  *
  * The state is transposed: register i holds state word i of all eight
  * inputs, so each step of G is one instruction for the eight. On x86-64
- * the rounds are inline assembly (see compress8 for why). Message words
- * are transposed as they are loaded (load_msg8); the chaining values go
- * back input-major by one 8x8 transpose at the end. Two to seven inputs
+ * the rounds are inline assembly (see below for why), and the blocks of
+ * a chunk run back to back in one asm loop with the chaining values kept
+ * in registers. Message words are transposed as they are loaded
+ * (load_msg8), a chunk's worth ahead of the rounds; the chaining values
+ * go back input-major by one 8x8 transpose at the end. Two to seven inputs
  * left over still take the eight-lane path; a single one goes to SSE4.1.
  */
 #include "blake3_impl.h"
@@ -130,9 +132,9 @@ load_msg8(const uint8_t *const *in, size_t off, __m256i m[16])
     __m256i r0, r1, r2, r3, ab01, ab23, cd01, cd23;
     size_t q;
 
-    /* Four blocks ahead: a fifth faster on inputs that come from DRAM. */
+    /* Two blocks ahead: inputs that come from DRAM arrive in time. */
     for (q = 0; q < 8; q++) {
-        _mm_prefetch((const char *)(in[q] + off + 256), _MM_HINT_T0);
+        _mm_prefetch((const char *)(in[q] + off + 128), _MM_HINT_T0);
     }
     for (q = 0; q < 4; q++) {
         r0 = load2x128(in[0] + off + 16 * q, in[4] + off + 16 * q);
@@ -155,13 +157,11 @@ load_msg8(const uint8_t *const *in, size_t off, __m256i m[16])
  * at -O2 the compiler spills parts of the state in the middle of G's
  * dependency chains (the state alone fills all sixteen registers), which
  * costs about a fifth of the speed. Here the state stays in ymm0..ymm15
- * (v0..v15), message words and rotation masks are memory operands, and
- * the one temporary the 12- and 7-bit rotations need is ymm8, parked in
- * a stack slot meanwhile. Each half-round is written so that its first
- * G is the one whose c is v8.
- *
- * Inputs: h[8] the chaining values (replaced by the new ones), m[16] the
- * transposed message, init[8] the state words v8..v15.
+ * (v0..v15) except v8, which lives in a stack slot (read by memory
+ * operands) so that ymm8 is free as the one temporary the rotations need
+ * (a mask for the 16- and 8-bit ones, the shifted half for the 12- and
+ * 7-bit ones). Message words are memory operands. Each half-round is
+ * written so that its first G is the one whose c is v8.
  */
 /* clang-format off */
 #define A_S_(x) #x
@@ -178,27 +178,34 @@ load_msg8(const uint8_t *const *in, size_t off, __m256i m[16])
 #define A_PARK "vmovdqa %%ymm8, (%[t])\n\t"
 #define A_UNPARK "vmovdqa (%[t]), %%ymm8\n\t"
 
-/* Four G's; the first has c = v8. */
+/*
+ * Four G's; the first has c = v8, which lives in the park slot and is
+ * read there by a memory operand. The rotation mask is loaded once into
+ * ymm8 for the four byte shuffles of each step.
+ */
+#define A_MASK(mask) "vmovdqa %[" mask "], %%ymm8\n\t"
+#define A_SHUFR(dst) "vpshufb %%ymm8, " A_Y(dst) ", " A_Y(dst) "\n\t"
+#define A_ADDC8(d) "vpaddd (%[t]), " A_Y(d) ", %%ymm8\n\t"
 #define A_HALF(a0, b0, d0, a1, b1, c1, d1, a2, b2, c2, d2, a3, b3, c3, d3,   \
                x0, x1, x2, x3, y0, y1, y2, y3)                                \
     A_ADDM(x0, a0) A_ADDM(x1, a1) A_ADDM(x2, a2) A_ADDM(x3, a3)               \
     A_ADD(b0, a0) A_ADD(b1, a1) A_ADD(b2, a2) A_ADD(b3, a3)                   \
     A_XOR(a0, d0) A_XOR(a1, d1) A_XOR(a2, d2) A_XOR(a3, d3)                   \
-    A_SHUF("r16", d0) A_SHUF("r16", d1) A_SHUF("r16", d2) A_SHUF("r16", d3)   \
-    A_ADD(d0, 8) A_ADD(d1, c1) A_ADD(d2, c2) A_ADD(d3, c3)                    \
+    A_MASK("r16")                                                             \
+    A_SHUFR(d0) A_SHUFR(d1) A_SHUFR(d2) A_SHUFR(d3)                           \
+    A_ADDC8(d0) A_ADD(d1, c1) A_ADD(d2, c2) A_ADD(d3, c3)                     \
     A_XOR(8, b0) A_XOR(c1, b1) A_XOR(c2, b2) A_XOR(c3, b3)                    \
     A_PARK                                                                    \
     A_ROT(b0, 12, 20) A_ROT(b1, 12, 20) A_ROT(b2, 12, 20) A_ROT(b3, 12, 20)   \
     A_ADDM(y0, a0) A_ADDM(y1, a1) A_ADDM(y2, a2) A_ADDM(y3, a3)               \
     A_ADD(b0, a0) A_ADD(b1, a1) A_ADD(b2, a2) A_ADD(b3, a3)                   \
     A_XOR(a0, d0) A_XOR(a1, d1) A_XOR(a2, d2) A_XOR(a3, d3)                   \
-    A_SHUF("r8", d0) A_SHUF("r8", d1) A_SHUF("r8", d2) A_SHUF("r8", d3)       \
-    A_UNPARK                                                                  \
-    A_ADD(d0, 8) A_ADD(d1, c1) A_ADD(d2, c2) A_ADD(d3, c3)                    \
+    A_MASK("r8")                                                              \
+    A_SHUFR(d0) A_SHUFR(d1) A_SHUFR(d2) A_SHUFR(d3)                           \
+    A_ADDC8(d0) A_ADD(d1, c1) A_ADD(d2, c2) A_ADD(d3, c3)                     \
     A_XOR(8, b0) A_XOR(c1, b1) A_XOR(c2, b2) A_XOR(c3, b3)                    \
     A_PARK                                                                    \
-    A_ROT(b0, 7, 25) A_ROT(b1, 7, 25) A_ROT(b2, 7, 25) A_ROT(b3, 7, 25)       \
-    A_UNPARK
+    A_ROT(b0, 7, 25) A_ROT(b1, 7, 25) A_ROT(b2, 7, 25) A_ROT(b3, 7, 25)
 
 /* One round: columns (0,4,8,12)..., then diagonals, (2,7,8,13) first. */
 #define A_ROUND(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12,       \
@@ -208,19 +215,28 @@ load_msg8(const uint8_t *const *in, size_t off, __m256i m[16])
     A_HALF(2, 7, 13, 0, 5, 10, 15, 1, 6, 11, 12, 3, 4, 9, 14,                 \
            s12, s8, s10, s14, s13, s9, s11, s15)
 
-/* v0..v7 from h, v8..v15 from init; at the end h = v0..7 ^ v8..15. */
-#define A_LOAD                                                                \
+/*
+ * The chaining values stay in v0..v7 from block to block. Each block
+ * starts v8..v14 from init (v8 into the park slot) and v15 from its flag
+ * vector, and ends with v0..7 ^= v8..15; then m and f move to the next
+ * block's message and flags.
+ */
+#define A_LOAD_H                                                              \
     "vmovdqa 0*32(%[h]), %%ymm0\n\t" "vmovdqa 1*32(%[h]), %%ymm1\n\t"          \
     "vmovdqa 2*32(%[h]), %%ymm2\n\t" "vmovdqa 3*32(%[h]), %%ymm3\n\t"          \
     "vmovdqa 4*32(%[h]), %%ymm4\n\t" "vmovdqa 5*32(%[h]), %%ymm5\n\t"          \
-    "vmovdqa 6*32(%[h]), %%ymm6\n\t" "vmovdqa 7*32(%[h]), %%ymm7\n\t"          \
-    "vmovdqa 0*32(%[i]), %%ymm8\n\t" "vmovdqa 1*32(%[i]), %%ymm9\n\t"          \
-    "vmovdqa 2*32(%[i]), %%ymm10\n\t" "vmovdqa 3*32(%[i]), %%ymm11\n\t"        \
-    "vmovdqa 4*32(%[i]), %%ymm12\n\t" "vmovdqa 5*32(%[i]), %%ymm13\n\t"        \
-    "vmovdqa 6*32(%[i]), %%ymm14\n\t" "vmovdqa 7*32(%[i]), %%ymm15\n\t"
-#define A_STORE                                                               \
-    A_XOR(8, 0) A_XOR(9, 1) A_XOR(10, 2) A_XOR(11, 3)                         \
+    "vmovdqa 6*32(%[h]), %%ymm6\n\t" "vmovdqa 7*32(%[h]), %%ymm7\n\t"
+#define A_LOAD_INIT                                                           \
+    "vmovdqa 0*32(%[i]), %%ymm8\n\t" A_PARK                                   \
+    "vmovdqa 1*32(%[i]), %%ymm9\n\t" "vmovdqa 2*32(%[i]), %%ymm10\n\t"         \
+    "vmovdqa 3*32(%[i]), %%ymm11\n\t" "vmovdqa 4*32(%[i]), %%ymm12\n\t"        \
+    "vmovdqa 5*32(%[i]), %%ymm13\n\t" "vmovdqa 6*32(%[i]), %%ymm14\n\t"        \
+    "vmovdqa (%[f]), %%ymm15\n\t"
+#define A_FEED                                                                \
+    A_UNPARK A_XOR(8, 0) A_XOR(9, 1) A_XOR(10, 2) A_XOR(11, 3)                \
     A_XOR(12, 4) A_XOR(13, 5) A_XOR(14, 6) A_XOR(15, 7)                       \
+    "add $512, %[m]\n\t" "add $32, %[f]\n\t" "dec %[n]\n\t"
+#define A_STORE_H                                                             \
     "vmovdqa %%ymm0, 0*32(%[h])\n\t" "vmovdqa %%ymm1, 1*32(%[h])\n\t"          \
     "vmovdqa %%ymm2, 2*32(%[h])\n\t" "vmovdqa %%ymm3, 3*32(%[h])\n\t"          \
     "vmovdqa %%ymm4, 4*32(%[h])\n\t" "vmovdqa %%ymm5, 5*32(%[h])\n\t"          \
@@ -236,18 +252,25 @@ load_msg8(const uint8_t *const *in, size_t off, __m256i m[16])
     A_ROUND(11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13)
 /* clang-format on */
 
+/*
+ * Compress n > 0 blocks in a row: block j has the transposed message
+ * m[16 * j ..] and the flag vector f[j]; init[0..6] are v8..v14 at the
+ * start of every block. h[8] holds the chaining values in and out.
+ */
 #if defined(__x86_64__) && !defined(MITHRIL_B3_NO_ASM)
 static void
-compress8(__m256i h[8], const __m256i m[16], const __m256i init[8])
+compress8_blocks(__m256i h[8], const __m256i *m, const __m256i init[7],
+                 const __m256i *f, size_t n)
 {
     __m256i park;
 
-    __asm__ volatile(A_LOAD A_ROUNDS A_STORE
-                     :
-                     : [h] "r"(h), [m] "r"(m), [i] "r"(init), [t] "r"(&park),
+    __asm__ volatile(A_LOAD_H "1:\n\t" A_LOAD_INIT A_ROUNDS A_FEED
+                              "jnz 1b\n\t" A_STORE_H
+                     : [m] "+r"(m), [f] "+r"(f), [n] "+r"(n)
+                     : [h] "r"(h), [i] "r"(init), [t] "r"(&park),
                        [r16] "m"(rot16_mask), [r8] "m"(rot8_mask)
-                     : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5",
-                       "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+                     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4",
+                       "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
                        "xmm12", "xmm13", "xmm14", "xmm15");
 }
 
@@ -261,38 +284,45 @@ compress8(__m256i h[8], const __m256i m[16], const __m256i init[8])
 #define MI_B3_ROT7(x)   rot7(x)
 
 static void
-compress8(__m256i h[8], const __m256i m[16], const __m256i init[8])
+compress8_blocks(__m256i h[8], const __m256i *m, const __m256i init[7],
+                 const __m256i *f, size_t n)
 {
-    __m256i v0 = h[0], v1 = h[1], v2 = h[2], v3 = h[3];
-    __m256i v4 = h[4], v5 = h[5], v6 = h[6], v7 = h[7];
-    __m256i v8 = init[0], v9 = init[1], v10 = init[2], v11 = init[3];
-    __m256i v12 = init[4], v13 = init[5], v14 = init[6], v15 = init[7];
+    size_t j;
 
-    MI_B3_ROUNDS_WIDE(m);
-    h[0] = vxor(v0, v8);
-    h[1] = vxor(v1, v9);
-    h[2] = vxor(v2, v10);
-    h[3] = vxor(v3, v11);
-    h[4] = vxor(v4, v12);
-    h[5] = vxor(v5, v13);
-    h[6] = vxor(v6, v14);
-    h[7] = vxor(v7, v15);
+    for (j = 0; j < n; j++, m += 16) {
+        __m256i v0 = h[0], v1 = h[1], v2 = h[2], v3 = h[3];
+        __m256i v4 = h[4], v5 = h[5], v6 = h[6], v7 = h[7];
+        __m256i v8 = init[0], v9 = init[1], v10 = init[2], v11 = init[3];
+        __m256i v12 = init[4], v13 = init[5], v14 = init[6], v15 = f[j];
+
+        MI_B3_ROUNDS_WIDE(m);
+        h[0] = vxor(v0, v8);
+        h[1] = vxor(v1, v9);
+        h[2] = vxor(v2, v10);
+        h[3] = vxor(v3, v11);
+        h[4] = vxor(v4, v12);
+        h[5] = vxor(v5, v13);
+        h[6] = vxor(v6, v14);
+        h[7] = vxor(v7, v15);
+    }
 }
 #endif
+
+/* Blocks compressed per call of compress8_blocks: a whole chunk. */
+#define GROUP 16
 
 static void
 hash8(const uint8_t *const *in, size_t blocks, const uint32_t key[8],
       uint64_t counter, int increment_counter, uint8_t flags,
       uint8_t flags_start, uint8_t flags_end, uint8_t *out)
 {
-    __m256i h[8], m[16];
+    __m256i h[8], m[16 * GROUP], f[GROUP], init[7];
     uint32_t lo[8], hi[8];
     uint8_t block_flags = flags | flags_start;
-    __m256i init[8];
-    size_t b;
+    size_t b, g, j;
     int i;
 
-    /* v8..v15 at the start of each block; only the flags vary. */
+    /* v8..v14 at the start of each block; only v15, the flags, varies. */
     for (i = 0; i < 4; i++) {
         init[i] = _mm256_set1_epi32((int)mi_b3_iv[i]);
     }
@@ -308,14 +338,19 @@ hash8(const uint8_t *const *in, size_t blocks, const uint32_t key[8],
     for (i = 0; i < 8; i++) {
         h[i] = _mm256_set1_epi32((int)key[i]);
     }
-    for (b = 0; b < blocks; b++) {
-        if (b + 1 == blocks) {
-            block_flags |= flags_end;
+
+    /* Transpose up to a chunk of messages, then compress them in a row. */
+    for (b = 0; b < blocks; b += g) {
+        g = blocks - b < GROUP ? blocks - b : GROUP;
+        for (j = 0; j < g; j++) {
+            if (b + j + 1 == blocks) {
+                block_flags |= flags_end;
+            }
+            load_msg8(in, (b + j) * MI_B3_BLOCK_LEN, m + 16 * j);
+            f[j] = _mm256_set1_epi32(block_flags);
+            block_flags = flags;
         }
-        load_msg8(in, b * MI_B3_BLOCK_LEN, m);
-        init[7] = _mm256_set1_epi32(block_flags);
-        compress8(h, m, init);
-        block_flags = flags;
+        compress8_blocks(h, m, init, f, g);
     }
 
     /* Back from word-major to input-major: 32 bytes per input. */
