@@ -21,7 +21,11 @@ write_file(const char *root, const char *rel, const char *text, int mode)
     char *slash;
     FILE *f;
 
-    snprintf(path, sizeof(path), "%s/%s", root, rel);
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", root, rel) >=
+        sizeof(path)) {
+        CHECK(!"path too long");
+        return;
+    }
     snprintf(dir, sizeof(dir), "%s", path);
     slash = strrchr(dir, '/');
     *slash = '\0';
