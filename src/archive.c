@@ -43,28 +43,6 @@
 #define IO_BUF     (1u << 20)
 #define INLINE_MAX (4u << 20)
 
-static void
-put_le64(uint8_t *p, uint64_t v)
-{
-    int i;
-
-    for (i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t
-get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    int i;
-
-    for (i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
 /* ---- a set of addresses already written (open addressing) ---- */
 
 struct addr_set {
@@ -77,7 +55,7 @@ struct addr_set {
 static size_t
 slot_of(const uint8_t *a, size_t cap)
 {
-    uint64_t h = get_le64(a);
+    uint64_t h = mi_get_le64(a);
 
     return (size_t)(h & (cap - 1));
 }
@@ -157,7 +135,7 @@ write_record(int fd, char type, uint64_t len)
     uint8_t h[REC_LEN] = {0};
 
     h[0] = (uint8_t)type;
-    put_le64(h + 8, len);
+    mi_put_le64(h + 8, len);
     return mi_write_all(fd, h, sizeof(h));
 }
 
@@ -261,8 +239,8 @@ mithril_archive_export(mithril_store *s, const char *path,
         }
     }
     if (rc == 0) {
-        put_le64(end, res.entries);
-        put_le64(end + 8, res.files);
+        mi_put_le64(end, res.entries);
+        mi_put_le64(end + 8, res.files);
         rc = write_record(fd, 'Z', sizeof(end));
         rc = rc ? rc : mi_write_all(fd, end, sizeof(end));
     }
@@ -514,7 +492,7 @@ mithril_archive_import(mithril_store *s, const char *path,
         mi_log(MITHRIL_LOG_ERROR, "import: '%s' is not a mithril archive",
                path);
         rc = MITHRIL_EFORMAT;
-    } else if (rc == 0 && get_le64(head + 8) != VERSION) {
+    } else if (rc == 0 && mi_get_le64(head + 8) != VERSION) {
         mi_log(MITHRIL_LOG_ERROR,
                "import: '%s' is archive version %u; this build reads 1", path,
                (unsigned)(head[8] | head[9] << 8));
@@ -533,7 +511,7 @@ mithril_archive_import(mithril_store *s, const char *path,
         if (rc < 0) {
             break;
         }
-        len = get_le64(rec + 8);
+        len = mi_get_le64(rec + 8);
         if (rec[0] == 'B' && len >= 32) {
             rc = read_exact(&rd, buf, 32);
             if (rc == 0) {
@@ -548,8 +526,9 @@ mithril_archive_import(mithril_store *s, const char *path,
             entries++;
         } else if (rec[0] == 'Z' && len == 16) {
             rc = read_exact(&rd, buf, 16);
-            if (rc == 0 && (get_le64(buf) != entries ||
-                            get_le64(buf + 8) != blobs || rd.off != rd.size)) {
+            if (rc == 0 &&
+                (mi_get_le64(buf) != entries || mi_get_le64(buf + 8) != blobs ||
+                 rd.off != rd.size)) {
                 mi_log(MITHRIL_LOG_ERROR,
                        "import: '%s': the end record "
                        "does not match the records read",

@@ -100,28 +100,6 @@ struct removed {
 
 /* ---- little helpers ---- */
 
-static void
-put_le64(unsigned char *p, uint64_t v)
-{
-    int i;
-
-    for (i = 0; i < 8; i++) {
-        p[i] = (unsigned char)(v >> (8 * i));
-    }
-}
-
-static uint64_t
-get_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    int i;
-
-    for (i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
 static uint32_t
 get_le32(const unsigned char *p)
 {
@@ -273,9 +251,9 @@ entry_encode(const char *key, const mithril_item *items, size_t n,
     buf[1] = sig ? 1 : 0;
     buf[2] = (unsigned char)klen;
     buf[3] = (unsigned char)(klen >> 8);
-    put_le64(buf + 4, (uint64_t)now);
-    put_le64(buf + 12, (uint64_t)now);
-    put_le64(buf + 20, 0);
+    mi_put_le64(buf + 4, (uint64_t)now);
+    mi_put_le64(buf + 12, (uint64_t)now);
+    mi_put_le64(buf + 20, 0);
     set_le32(buf + 28, (uint32_t)mlen);
     set_le32(buf + 32, (uint32_t)n);
     p = buf + MI_HDR;
@@ -294,7 +272,7 @@ entry_encode(const char *key, const mithril_item *items, size_t n,
         p[0] = (unsigned char)nl;
         p[1] = (unsigned char)(nl >> 8);
         set_le32(p + 2, items[i].mode);
-        put_le64(p + 6, items[i].size);
+        mi_put_le64(p + 6, items[i].size);
         if (mithril_unhex(items[i].addr, p + 14, 32) < 0) {
             free(buf);
             return MITHRIL_EINVAL;
@@ -355,7 +333,7 @@ entry_view(const MDB_val *v, struct entry_view *ev)
 static int64_t
 view_last_access(const struct entry_view *ev)
 {
-    return (int64_t)get_le64(ev->base + 12);
+    return (int64_t)mi_get_le64(ev->base + 12);
 }
 
 /* Walk the items of a view: *p starts at ev->items. */
@@ -401,9 +379,9 @@ entry_from_view(const struct entry_view *ev, mithril_entry **out)
     if (!e->key || !e->meta || !e->items) {
         goto fail;
     }
-    e->created_ns = (int64_t)get_le64(ev->base + 4);
-    e->last_access_ns = (int64_t)get_le64(ev->base + 12);
-    e->hits = get_le64(ev->base + 20);
+    e->created_ns = (int64_t)mi_get_le64(ev->base + 4);
+    e->last_access_ns = (int64_t)mi_get_le64(ev->base + 12);
+    e->hits = mi_get_le64(ev->base + 20);
     e->is_signed = ev->flags & 1;
     for (i = 0; i < ev->n; i++) {
         nl = (size_t)p[0] | (size_t)p[1] << 8;
@@ -413,7 +391,7 @@ entry_from_view(const struct entry_view *ev, mithril_entry **out)
             goto fail;
         }
         e->items[i].mode = get_le32(p + 2);
-        e->items[i].size = get_le64(p + 6);
+        e->items[i].size = mi_get_le64(p + 6);
         mithril_hex(p + 14, 32, e->items[i].addr);
         p += MI_ITEM_FIXED + nl;
     }
@@ -445,7 +423,7 @@ entry_sign(const mithril_store *s, const char *key, const mithril_item *items,
         memset(raw, 0, sizeof(raw));
         mithril_unhex(items[i].addr, raw, 32);
         mithril_blake3_update(&h, raw, 32);
-        put_le64(fixed, items[i].size);
+        mi_put_le64(fixed, items[i].size);
         set_le32(fixed + 8, items[i].mode);
         mithril_blake3_update(&h, fixed, 12);
     }
@@ -467,10 +445,10 @@ totals_get(struct mi_index *ix, MDB_txn *txn, struct mi_totals *t)
     if (rc != 0 || v.mv_size < 32) {
         return rc ? db_err(rc, "read totals") : MITHRIL_EFORMAT;
     }
-    t->entries = get_le64(v.mv_data);
-    t->size_bytes = get_le64((unsigned char *)v.mv_data + 8);
-    t->logical_bytes = get_le64((unsigned char *)v.mv_data + 16);
-    t->blobs = get_le64((unsigned char *)v.mv_data + 24);
+    t->entries = mi_get_le64(v.mv_data);
+    t->size_bytes = mi_get_le64((unsigned char *)v.mv_data + 8);
+    t->logical_bytes = mi_get_le64((unsigned char *)v.mv_data + 16);
+    t->blobs = mi_get_le64((unsigned char *)v.mv_data + 24);
     return 0;
 }
 
@@ -480,10 +458,10 @@ totals_put(struct mi_index *ix, MDB_txn *txn, const struct mi_totals *t)
     unsigned char buf[32];
     MDB_val k = {6, "totals"}, v = {32, buf};
 
-    put_le64(buf, t->entries);
-    put_le64(buf + 8, t->size_bytes);
-    put_le64(buf + 16, t->logical_bytes);
-    put_le64(buf + 24, t->blobs);
+    mi_put_le64(buf, t->entries);
+    mi_put_le64(buf + 8, t->size_bytes);
+    mi_put_le64(buf + 16, t->logical_bytes);
+    mi_put_le64(buf + 24, t->blobs);
     return db_err(mdb_put(txn, ix->meta, &k, &v, 0), "write totals");
 }
 
@@ -502,10 +480,10 @@ blob_get(struct mi_index *ix, MDB_txn *txn, const unsigned char *addr,
         return MITHRIL_EFORMAT;
     }
     p = v.mv_data;
-    r->stored = get_le64(p);
-    r->logical = get_le64(p + 8);
-    r->refs = get_le64(p + 16);
-    r->orphan_ns = (int64_t)get_le64(p + 24);
+    r->stored = mi_get_le64(p);
+    r->logical = mi_get_le64(p + 8);
+    r->refs = mi_get_le64(p + 16);
+    r->orphan_ns = (int64_t)mi_get_le64(p + 24);
     return 0;
 }
 
@@ -516,10 +494,10 @@ blob_put(struct mi_index *ix, MDB_txn *txn, const unsigned char *addr,
     unsigned char buf[32];
     MDB_val k = {32, (void *)addr}, v = {32, buf};
 
-    put_le64(buf, r->stored);
-    put_le64(buf + 8, r->logical);
-    put_le64(buf + 16, r->refs);
-    put_le64(buf + 24, (uint64_t)r->orphan_ns);
+    mi_put_le64(buf, r->stored);
+    mi_put_le64(buf + 8, r->logical);
+    mi_put_le64(buf + 16, r->refs);
+    mi_put_le64(buf + 24, (uint64_t)r->orphan_ns);
     return db_err(mdb_put(txn, ix->blobs, &k, &v, 0), "write blob row");
 }
 
@@ -1551,9 +1529,9 @@ apply_batch(mithril_store *s, struct mi_index *ix)
             break;
         }
         memcpy(buf, v.mv_data, v.mv_size);
-        put_le64(buf + 20, get_le64(buf + 20) + todo[i].hits);
+        mi_put_le64(buf + 20, mi_get_le64(buf + 20) + todo[i].hits);
         if (todo[i].ns > last) {
-            put_le64(buf + 12, (uint64_t)todo[i].ns);
+            mi_put_le64(buf + 12, (uint64_t)todo[i].ns);
             rc = lru_set(ix, txn, last, todo[i].key, todo[i].len, 0);
             if (rc == 0) {
                 rc = lru_set(ix, txn, todo[i].ns, todo[i].key, todo[i].len, 1);
@@ -2345,7 +2323,7 @@ verify_tables(struct verify_ctx *v)
             continue;
         }
         memcpy(buf, d.mv_data, 32);
-        put_le64(buf + 16, 0);
+        mi_put_le64(buf + 16, 0);
         rc = db_err(mdb_cursor_put(cur, &k, &nv, MDB_CURRENT), "zero refs");
     }
     if (cur) {
@@ -2430,25 +2408,25 @@ verify_tables(struct verify_ctx *v)
         }
         memcpy(buf, d.mv_data, 32);
         t.blobs++;
-        t.size_bytes += get_le64(buf);
-        t.logical_bytes += get_le64(buf + 8);
-        if (get_le64(buf + 16) > 0) {
-            if (get_le64(buf + 24) != 0) {
-                put_le64(buf + 24, 0);
+        t.size_bytes += mi_get_le64(buf);
+        t.logical_bytes += mi_get_le64(buf + 8);
+        if (mi_get_le64(buf + 16) > 0) {
+            if (mi_get_le64(buf + 24) != 0) {
+                mi_put_le64(buf + 24, 0);
                 rc = db_err(mdb_cursor_put(cur, &k, &nv, MDB_CURRENT),
                             "write blob row");
             }
             continue;
         }
-        if (get_le64(buf + 24) == 0) {
-            put_le64(buf + 24, (uint64_t)now);
+        if (mi_get_le64(buf + 24) == 0) {
+            mi_put_le64(buf + 24, (uint64_t)now);
             rc = db_err(mdb_cursor_put(cur, &k, &nv, MDB_CURRENT),
                         "write blob row");
         }
         memcpy(path, k.mv_data, 32); /* k may move under the write */
         if (rc == 0) {
             rc = orphan_set(ix, txn, (unsigned char *)path,
-                            (int64_t)get_le64(buf + 24), 1);
+                            (int64_t)mi_get_le64(buf + 24), 1);
         }
     }
     if (cur) {

@@ -188,6 +188,30 @@ int mi_capture_put_files(mithril_store *s, const char *key,
                          const char *work_dir, const char *const *names,
                          size_t n, const char *meta, mithril_sync_result *out);
 
+/* ---- byte order of the on-disk and wire formats ---- */
+
+static inline void
+mi_put_le64(unsigned char *p, uint64_t v)
+{
+    int i;
+
+    for (i = 0; i < 8; i++) {
+        p[i] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+static inline uint64_t
+mi_get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    int i;
+
+    for (i = 7; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
 /* ---- time ---- */
 
 int64_t mi_now_ns(void);

@@ -454,28 +454,6 @@ remote_of(mithril_store *s)
 /* ---- blobs ---- */
 
 static void
-put_le64(uint8_t *p, uint64_t v)
-{
-    int i;
-
-    for (i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t
-get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    int i;
-
-    for (i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
-static void
 blob_key(char *buf, size_t n, const char *addr, long chunk)
 {
     if (chunk < 0) {
@@ -580,7 +558,7 @@ push_blob(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
         }
         zlen = maybe_compress(data, dlen, &z);
         head[3] = zlen ? 'z' : 'r';
-        put_le64(head + 4, dlen);
+        mi_put_le64(head + 4, dlen);
         rc = cmd_set(c, key, head, HEADER_LEN, zlen ? z : data,
                      zlen ? zlen : dlen);
         *sent += HEADER_LEN + (zlen ? zlen : dlen);
@@ -627,7 +605,7 @@ push_blob(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
         *sent += 1 + (zlen ? zlen : want);
     }
     head[3] = 'c';
-    put_le64(head + 4, len);
+    mi_put_le64(head + 4, len);
     head[12] = (uint8_t)nchunks;
     head[13] = (uint8_t)(nchunks >> 8);
     head[14] = (uint8_t)(nchunks >> 16);
@@ -804,7 +782,7 @@ check_header(const redisReply *rep, const mithril_item *it, uint64_t *nchunks)
         return MITHRIL_EFORMAT;
     }
     kind = (char)h[3];
-    if (get_le64(h + 4) != it->size) {
+    if (mi_get_le64(h + 4) != it->size) {
         return MITHRIL_ECORRUPT;
     }
     *nchunks = (uint64_t)h[12] | (uint64_t)h[13] << 8 | (uint64_t)h[14] << 16 |

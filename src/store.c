@@ -127,28 +127,6 @@ store_writable(const mithril_store *s)
 }
 
 static void
-put_le64(uint8_t *p, uint64_t v)
-{
-    int i;
-
-    for (i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t
-get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    int i;
-
-    for (i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
-static void
 header_encode(uint8_t h[HEADER_SIZE], int codec, uint64_t logical)
 {
     memcpy(h, BLOB_MAGIC, 4);
@@ -156,7 +134,7 @@ header_encode(uint8_t h[HEADER_SIZE], int codec, uint64_t logical)
     h[5] = (uint8_t)codec;
     h[6] = 0;
     h[7] = 0;
-    put_le64(h + 8, logical);
+    mi_put_le64(h + 8, logical);
 }
 
 void
@@ -906,7 +884,7 @@ reader_open(mithril_store *s, const char *addr, struct reader *r)
         return corrupt(r, "unknown codec");
     }
     r->codec = h[5];
-    r->logical = get_le64(h + 8);
+    r->logical = mi_get_le64(h + 8);
     r->payload = (uint64_t)r->st.st_size - HEADER_SIZE;
     if (r->codec == CODEC_RAW && r->payload != r->logical) {
         return corrupt(r, "size does not match its header");
