@@ -6,12 +6,12 @@
  *
  * The state is transposed: register i holds state word i of all eight
  * inputs, so each step of G is one instruction for the eight. On x86-64
- * the rounds are inline assembly (see below for why) and the chaining
- * values stay in registers from the first block to the last (see hash8).
- * Message words are transposed as they are loaded (load_msg8); the
- * chaining values go back input-major by one 8x8 transpose at the end.
- * Two to seven inputs left over still take the eight-lane path; a single
- * one goes to SSE4.1.
+ * the rounds are inline assembly (see below for why), and the blocks of
+ * a chunk run back to back in one asm loop with the chaining values kept
+ * in registers. Message words are transposed as they are loaded
+ * (load_msg8), a chunk's worth ahead of the rounds; the chaining values
+ * go back input-major by one 8x8 transpose at the end. Two to seven inputs
+ * left over still take the eight-lane path; a single one goes to SSE4.1.
  */
 #include "blake3_impl.h"
 
@@ -216,10 +216,16 @@ load_msg8(const uint8_t *const *in, size_t off, __m256i m[16])
            s12, s8, s10, s14, s13, s9, s11, s15)
 
 /*
- * Each block starts v8..v14 from init (v8 into the park slot) and v15
- * from its flag vector, and ends with v0..7 ^= v8..15. The chaining
- * values v0..v7 come in and go out in ymm0..ymm7 (see hash8).
+ * The chaining values stay in v0..v7 from block to block. Each block
+ * starts v8..v14 from init (v8 into the park slot) and v15 from its flag
+ * vector, and ends with v0..7 ^= v8..15; then m and f move to the next
+ * block's message and flags.
  */
+#define A_LOAD_H                                                              \
+    "vmovdqa 0*32(%[h]), %%ymm0\n\t" "vmovdqa 1*32(%[h]), %%ymm1\n\t"          \
+    "vmovdqa 2*32(%[h]), %%ymm2\n\t" "vmovdqa 3*32(%[h]), %%ymm3\n\t"          \
+    "vmovdqa 4*32(%[h]), %%ymm4\n\t" "vmovdqa 5*32(%[h]), %%ymm5\n\t"          \
+    "vmovdqa 6*32(%[h]), %%ymm6\n\t" "vmovdqa 7*32(%[h]), %%ymm7\n\t"
 #define A_LOAD_INIT                                                           \
     "vmovdqa 0*32(%[i]), %%ymm8\n\t" A_PARK                                   \
     "vmovdqa 1*32(%[i]), %%ymm9\n\t" "vmovdqa 2*32(%[i]), %%ymm10\n\t"         \
@@ -228,7 +234,13 @@ load_msg8(const uint8_t *const *in, size_t off, __m256i m[16])
     "vmovdqa (%[f]), %%ymm15\n\t"
 #define A_FEED                                                                \
     A_UNPARK A_XOR(8, 0) A_XOR(9, 1) A_XOR(10, 2) A_XOR(11, 3)                \
-    A_XOR(12, 4) A_XOR(13, 5) A_XOR(14, 6) A_XOR(15, 7)
+    A_XOR(12, 4) A_XOR(13, 5) A_XOR(14, 6) A_XOR(15, 7)                       \
+    "add $512, %[m]\n\t" "add $32, %[f]\n\t" "dec %[n]\n\t"
+#define A_STORE_H                                                             \
+    "vmovdqa %%ymm0, 0*32(%[h])\n\t" "vmovdqa %%ymm1, 1*32(%[h])\n\t"          \
+    "vmovdqa %%ymm2, 2*32(%[h])\n\t" "vmovdqa %%ymm3, 3*32(%[h])\n\t"          \
+    "vmovdqa %%ymm4, 4*32(%[h])\n\t" "vmovdqa %%ymm5, 5*32(%[h])\n\t"          \
+    "vmovdqa %%ymm6, 6*32(%[h])\n\t" "vmovdqa %%ymm7, 7*32(%[h])\n\t"
 /* The rows of mi_b3_schedule. */
 #define A_ROUNDS                                                              \
     A_ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)             \
@@ -240,82 +252,28 @@ load_msg8(const uint8_t *const *in, size_t off, __m256i m[16])
     A_ROUND(11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13)
 /* clang-format on */
 
-#if defined(__x86_64__) && !defined(MITHRIL_B3_NO_ASM)
 /*
- * The chaining values live in ymm0..ymm7 for the whole input: register
- * variables tied to those registers are in-out operands of each block's
- * asm, and the message of the next block is loaded and transposed
- * between two asm statements with the other eight registers, so that the
- * CPU overlaps those loads with the end of the previous block's rounds.
+ * Compress n > 0 blocks in a row: block j has the transposed message
+ * m[16 * j ..] and the flag vector f[j]; init[0..6] are v8..v14 at the
+ * start of every block. h[8] holds the chaining values in and out.
  */
+#if defined(__x86_64__) && !defined(MITHRIL_B3_NO_ASM)
 static void
-hash8(const uint8_t *const *in, size_t blocks, const uint32_t key[8],
-      uint64_t counter, int increment_counter, uint8_t flags,
-      uint8_t flags_start, uint8_t flags_end, uint8_t *out)
+compress8_blocks(__m256i h[8], const __m256i *m, const __m256i init[7],
+                 const __m256i *f, size_t n)
 {
-    register __m256i h0 __asm__("ymm0");
-    register __m256i h1 __asm__("ymm1");
-    register __m256i h2 __asm__("ymm2");
-    register __m256i h3 __asm__("ymm3");
-    register __m256i h4 __asm__("ymm4");
-    register __m256i h5 __asm__("ymm5");
-    register __m256i h6 __asm__("ymm6");
-    register __m256i h7 __asm__("ymm7");
-    __m256i h[8], m[16], f, init[7], park;
-    uint32_t lo[8], hi[8];
-    uint8_t block_flags = flags | flags_start;
-    size_t b;
-    int i;
+    __m256i park;
 
-    for (i = 0; i < 4; i++) {
-        init[i] = _mm256_set1_epi32((int)mi_b3_iv[i]);
-    }
-    for (i = 0; i < 8; i++) {
-        uint64_t c = counter + (increment_counter ? (uint64_t)i : 0);
-
-        lo[i] = (uint32_t)c;
-        hi[i] = (uint32_t)(c >> 32);
-    }
-    init[4] = _mm256_loadu_si256((const __m256i *)lo);
-    init[5] = _mm256_loadu_si256((const __m256i *)hi);
-    init[6] = _mm256_set1_epi32(MI_B3_BLOCK_LEN);
-    h0 = _mm256_set1_epi32((int)key[0]);
-    h1 = _mm256_set1_epi32((int)key[1]);
-    h2 = _mm256_set1_epi32((int)key[2]);
-    h3 = _mm256_set1_epi32((int)key[3]);
-    h4 = _mm256_set1_epi32((int)key[4]);
-    h5 = _mm256_set1_epi32((int)key[5]);
-    h6 = _mm256_set1_epi32((int)key[6]);
-    h7 = _mm256_set1_epi32((int)key[7]);
-    for (b = 0; b < blocks; b++) {
-        if (b + 1 == blocks) {
-            block_flags |= flags_end;
-        }
-        load_msg8(in, b * MI_B3_BLOCK_LEN, m);
-        f = _mm256_set1_epi32(block_flags);
-        block_flags = flags;
-        __asm__ volatile(
-            A_LOAD_INIT A_ROUNDS A_FEED
-            : "+x"(h0), "+x"(h1), "+x"(h2), "+x"(h3), "+x"(h4), "+x"(h5),
-              "+x"(h6), "+x"(h7)
-            : [m] "r"(m), [f] "r"(&f), [i] "r"(init), [t] "r"(&park),
-              [r16] "m"(rot16_mask), [r8] "m"(rot8_mask)
-            : "memory", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13",
-              "xmm14", "xmm15");
-    }
-    h[0] = h0;
-    h[1] = h1;
-    h[2] = h2;
-    h[3] = h3;
-    h[4] = h4;
-    h[5] = h5;
-    h[6] = h6;
-    h[7] = h7;
-    transpose8(h);
-    for (i = 0; i < 8; i++) {
-        storeu(out + i * MI_B3_OUT_LEN, h[i]);
-    }
+    __asm__ volatile(A_LOAD_H "1:\n\t" A_LOAD_INIT A_ROUNDS A_FEED
+                              "jnz 1b\n\t" A_STORE_H
+                     : [m] "+r"(m), [f] "+r"(f), [n] "+r"(n)
+                     : [h] "r"(h), [i] "r"(init), [t] "r"(&park),
+                       [r16] "m"(rot16_mask), [r8] "m"(rot8_mask)
+                     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4",
+                       "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+                       "xmm12", "xmm13", "xmm14", "xmm15");
 }
+
 #else
 /* The same in C: for 32-bit x86 (eight vector registers), and to test. */
 #define MI_B3_ADD(a, b) vadd(a, b)
@@ -325,11 +283,6 @@ hash8(const uint8_t *const *in, size_t blocks, const uint32_t key[8],
 #define MI_B3_ROT8(x)   rot8(x)
 #define MI_B3_ROT7(x)   rot7(x)
 
-/*
- * Compress n > 0 blocks in a row: block j has the transposed message
- * m[16 * j ..] and the flag vector f[j]; init[0..6] are v8..v14 at the
- * start of every block. h[8] holds the chaining values in and out.
- */
 static void
 compress8_blocks(__m256i h[8], const __m256i *m, const __m256i init[7],
                  const __m256i *f, size_t n)
@@ -353,9 +306,10 @@ compress8_blocks(__m256i h[8], const __m256i *m, const __m256i init[7],
         h[7] = vxor(v7, v15);
     }
 }
+#endif
 
 /* Blocks compressed per call of compress8_blocks: a whole chunk. */
-#define GROUP           16
+#define GROUP 16
 
 static void
 hash8(const uint8_t *const *in, size_t blocks, const uint32_t key[8],
@@ -405,8 +359,6 @@ hash8(const uint8_t *const *in, size_t blocks, const uint32_t key[8],
         storeu(out + i * MI_B3_OUT_LEN, h[i]);
     }
 }
-
-#endif
 
 void
 mi_b3_hash_many_avx2(const uint8_t *const *inputs, size_t n, size_t blocks,
