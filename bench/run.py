@@ -1121,7 +1121,8 @@ class Suite:
         _vals, objs = parse_output(p.stdout.decode(errors="replace"))
         rows = [o for o in objs if "model" in o]
         raw = self.raw.setdefault("torch", {})
-        raw["torch_bench_command"] = " ".join(cmd[1:])
+        raw["torch_bench_command"] = " ".join(
+            [str(bench.relative_to(ROOT))] + cmd[2:])
         raw["torch_bench_exit"] = p.returncode
         if not rows:
             raise SectionError("torch_bench.py printed no results (exit "
