@@ -35,6 +35,16 @@ typedef struct {
     PyObject *module;
 } mx_store_object;
 
+/*
+ * The mithril_store behind a Store argument, or NULL with TypeError (not a
+ * Store; fn names the caller) or Error (closed) set.
+ */
+mithril_store *mx_store_arg(PyObject *module, PyObject *obj, const char *fn);
+/* A mithril_sync_result as a dict of its five counts. */
+PyObject *mx_sync_result_dict(const mithril_sync_result *r);
+/* An optional str argument: *out is NULL for None; -1 with TypeError. */
+int mx_opt_text(PyObject *obj, const char **out);
+
 /* Parts: each adds its own types and functions; 0 or -1 with an error. */
 int mx_store_exec(PyObject *module);  /* store.c: Store, blobs */
 int mx_index_exec(PyObject *module);  /* index.c: entries, stats, gc */

@@ -20,26 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The mithril_store behind a Store argument, or NULL with an exception. */
-static mithril_store *
-store_of(PyObject *module, PyObject *obj)
-{
-    mx_state *st = mx_get_state(module);
-    mithril_store *s;
-
-    if (!st->store_type ||
-        !PyObject_TypeCheck(obj, (PyTypeObject *)st->store_type)) {
-        PyErr_SetString(PyExc_TypeError, "the first argument must be a "
-                                         "mithril_cache.Store");
-        return NULL;
-    }
-    s = ((mx_store_object *)obj)->store;
-    if (!s) {
-        PyErr_SetString(st->error, "the store is closed");
-    }
-    return s;
-}
-
 static PyObject *
 entry_dict(const mithril_entry *e)
 {
@@ -146,7 +126,8 @@ py_entry_put(PyObject *module, PyObject *args, PyObject *kw)
                                      &key, &seq, &meta)) {
         return NULL;
     }
-    if (!(s = store_of(module, store)) || parse_items(seq, &items, &n) < 0) {
+    if (!(s = mx_store_arg(module, store, "Store argument")) ||
+        parse_items(seq, &items, &n) < 0) {
         return NULL;
     }
     key_copy = strdup(key);
@@ -185,7 +166,7 @@ lookup(PyObject *module, PyObject *args, PyObject *kw, int peek)
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Os", names, &store, &key)) {
         return NULL;
     }
-    if (!(s = store_of(module, store))) {
+    if (!(s = mx_store_arg(module, store, "Store argument"))) {
         return NULL;
     }
     if (!(copy = strdup(key))) {
@@ -229,7 +210,7 @@ py_entry_delete(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "Os:entry_delete", &store, &key)) {
         return NULL;
     }
-    if (!(s = store_of(module, store))) {
+    if (!(s = mx_store_arg(module, store, "Store argument"))) {
         return NULL;
     }
     if (!(copy = strdup(key))) {
@@ -312,7 +293,7 @@ py_entries(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O:entries", &store)) {
         return NULL;
     }
-    if (!(s = store_of(module, store))) {
+    if (!(s = mx_store_arg(module, store, "Store argument"))) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS rc = mithril_entry_foreach(s, gather_one, &g);
@@ -351,7 +332,7 @@ py_stats(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O:stats", &store)) {
         return NULL;
     }
-    if (!(s = store_of(module, store))) {
+    if (!(s = mx_store_arg(module, store, "Store argument"))) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS rc = mithril_stats_get(s, &st);
@@ -388,7 +369,7 @@ py_stats_zero(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O:stats_zero", &store)) {
         return NULL;
     }
-    if (!(s = store_of(module, store))) {
+    if (!(s = mx_store_arg(module, store, "Store argument"))) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS rc = mithril_stats_zero(s);
@@ -432,7 +413,7 @@ py_stats_add(PyObject *module, PyObject *args, PyObject *kw)
                                      &name, &n)) {
         return NULL;
     }
-    if (!(s = store_of(module, store))) {
+    if (!(s = mx_store_arg(module, store, "Store argument"))) {
         return NULL;
     }
     for (i = 0; i < sizeof(counter_names) / sizeof(counter_names[0]); i++) {
@@ -464,7 +445,7 @@ py_gc(PyObject *module, PyObject *args, PyObject *kw)
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|K:gc", names, &store, &max)) {
         return NULL;
     }
-    if (!(s = store_of(module, store))) {
+    if (!(s = mx_store_arg(module, store, "Store argument"))) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS rc = mithril_store_gc(s, max, &r);
@@ -519,7 +500,7 @@ py_verify(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O:verify", &store)) {
         return NULL;
     }
-    if (!(s = store_of(module, store))) {
+    if (!(s = mx_store_arg(module, store, "Store argument"))) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS rc = mithril_store_verify(s, keep_problem, &p, &r);
@@ -564,7 +545,7 @@ py_flush(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O:flush", &store)) {
         return NULL;
     }
-    if (!(s = store_of(module, store))) {
+    if (!(s = mx_store_arg(module, store, "Store argument"))) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS rc = mithril_store_flush(s);

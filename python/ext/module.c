@@ -30,6 +30,49 @@ mx_raise(PyObject *module, int code, const char *what, const char *which)
     return NULL;
 }
 
+mithril_store *
+mx_store_arg(PyObject *module, PyObject *obj, const char *fn)
+{
+    mx_state *st = mx_get_state(module);
+    mithril_store *s;
+
+    if (!st->store_type ||
+        !PyObject_TypeCheck(obj, (PyTypeObject *)st->store_type)) {
+        PyErr_Format(PyExc_TypeError, "%s: want a mithril_cache.Store", fn);
+        return NULL;
+    }
+    s = ((mx_store_object *)obj)->store;
+    if (!s) {
+        mx_raise(module, MITHRIL_EINVAL, "store is closed", "");
+    }
+    return s;
+}
+
+PyObject *
+mx_sync_result_dict(const mithril_sync_result *r)
+{
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K}", "entries", (unsigned long long)r->entries,
+        "files", (unsigned long long)r->files, "bytes",
+        (unsigned long long)r->bytes, "skipped", (unsigned long long)r->skipped,
+        "rejected", (unsigned long long)r->rejected);
+}
+
+int
+mx_opt_text(PyObject *obj, const char **out)
+{
+    if (obj == Py_None) {
+        *out = NULL;
+        return 0;
+    }
+    if (!PyUnicode_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "want a str or None");
+        return -1;
+    }
+    *out = PyUnicode_AsUTF8(obj);
+    return *out ? 0 : -1;
+}
+
 static int
 add_error(PyObject *module, PyObject **slot, const char *name, PyObject *bases)
 {

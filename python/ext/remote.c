@@ -16,50 +16,6 @@
  */
 #include "ext.h"
 
-static mithril_store *
-store_arg(PyObject *module, PyObject *obj, const char *fn)
-{
-    mx_state *st = mx_get_state(module);
-    mithril_store *s;
-
-    if (!st->store_type ||
-        !PyObject_TypeCheck(obj, (PyTypeObject *)st->store_type)) {
-        PyErr_Format(PyExc_TypeError, "%s: want a Store", fn);
-        return NULL;
-    }
-    s = ((mx_store_object *)obj)->store;
-    if (!s) {
-        mx_raise(module, MITHRIL_EINVAL, "store is closed", "");
-        return NULL;
-    }
-    return s;
-}
-
-static PyObject *
-result_dict(const mithril_sync_result *r)
-{
-    return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K}", "entries", (unsigned long long)r->entries,
-        "files", (unsigned long long)r->files, "bytes",
-        (unsigned long long)r->bytes, "skipped", (unsigned long long)r->skipped,
-        "rejected", (unsigned long long)r->rejected);
-}
-
-static int
-opt_text(PyObject *obj, const char **out)
-{
-    if (obj == Py_None) {
-        *out = NULL;
-        return 0;
-    }
-    if (!PyUnicode_Check(obj)) {
-        PyErr_SetString(PyExc_TypeError, "toolchain: want a str or None");
-        return -1;
-    }
-    *out = PyUnicode_AsUTF8(obj);
-    return *out ? 0 : -1;
-}
-
 static PyObject *
 py_set_remote(PyObject *module, PyObject *args, PyObject *kw)
 {
@@ -74,7 +30,7 @@ py_set_remote(PyObject *module, PyObject *args, PyObject *kw)
                                      &store_obj, &url, &read_only)) {
         return NULL;
     }
-    s = store_arg(module, store_obj, "set_remote");
+    s = mx_store_arg(module, store_obj, "set_remote");
     if (!s) {
         return NULL;
     }
@@ -102,8 +58,8 @@ sync_remote(PyObject *module, PyObject *args, PyObject *kw, int pull)
                                      names, &store_obj, &tc_obj)) {
         return NULL;
     }
-    s = store_arg(module, store_obj, pull ? "pull" : "push");
-    if (!s || opt_text(tc_obj, &toolchain) < 0) {
+    s = mx_store_arg(module, store_obj, pull ? "pull" : "push");
+    if (!s || mx_opt_text(tc_obj, &toolchain) < 0) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS if (pull)
@@ -119,7 +75,7 @@ sync_remote(PyObject *module, PyObject *args, PyObject *kw, int pull)
         return mx_raise(module, code, pull ? "pull" : "push",
                         toolchain ? toolchain : "");
     }
-    return result_dict(&r);
+    return mx_sync_result_dict(&r);
 }
 
 static PyObject *
@@ -152,8 +108,8 @@ py_export(PyObject *module, PyObject *args, PyObject *kw)
                                      &tc_obj)) {
         return NULL;
     }
-    s = store_arg(module, store_obj, "export_archive");
-    if (!s || opt_text(tc_obj, &toolchain) < 0) {
+    s = mx_store_arg(module, store_obj, "export_archive");
+    if (!s || mx_opt_text(tc_obj, &toolchain) < 0) {
         goto out;
     }
     Py_BEGIN_ALLOW_THREADS code = mithril_archive_export(
@@ -163,7 +119,7 @@ py_export(PyObject *module, PyObject *args, PyObject *kw)
         mx_raise(module, code, "export", PyBytes_AS_STRING(path));
         goto out;
     }
-    ret = result_dict(&r);
+    ret = mx_sync_result_dict(&r);
 out:
     Py_XDECREF(path);
     return ret;
@@ -185,7 +141,7 @@ py_import(PyObject *module, PyObject *args, PyObject *kw)
                                      &path)) {
         return NULL;
     }
-    s = store_arg(module, store_obj, "import_archive");
+    s = mx_store_arg(module, store_obj, "import_archive");
     if (!s) {
         goto out;
     }
@@ -196,7 +152,7 @@ py_import(PyObject *module, PyObject *args, PyObject *kw)
         mx_raise(module, code, "import", PyBytes_AS_STRING(path));
         goto out;
     }
-    ret = result_dict(&r);
+    ret = mx_sync_result_dict(&r);
 out:
     Py_XDECREF(path);
     return ret;
@@ -215,7 +171,7 @@ py_drain(PyObject *module, PyObject *args, PyObject *kw)
                                      &store_obj, &timeout_ms)) {
         return NULL;
     }
-    s = store_arg(module, store_obj, "remote_drain");
+    s = mx_store_arg(module, store_obj, "remote_drain");
     if (!s) {
         return NULL;
     }
@@ -238,7 +194,7 @@ py_set_secret(PyObject *module, PyObject *args, PyObject *kw)
                                      &store_obj, &secret)) {
         return NULL;
     }
-    s = store_arg(module, store_obj, "set_secret");
+    s = mx_store_arg(module, store_obj, "set_secret");
     if (!s) {
         return NULL;
     }

@@ -87,52 +87,6 @@ out:
     return found;
 }
 
-/* The mithril_store behind a Store argument, or NULL with an exception. */
-static mithril_store *
-store_arg(PyObject *module, PyObject *obj, const char *fn)
-{
-    mx_state *st = mx_get_state(module);
-    mithril_store *s;
-
-    if (!st->store_type ||
-        !PyObject_TypeCheck(obj, (PyTypeObject *)st->store_type)) {
-        PyErr_Format(PyExc_TypeError, "%s: want a Store", fn);
-        return NULL;
-    }
-    s = ((mx_store_object *)obj)->store;
-    if (!s) {
-        mx_raise(module, MITHRIL_EINVAL, "store is closed", "");
-        return NULL;
-    }
-    return s;
-}
-
-static PyObject *
-result_dict(const mithril_sync_result *r)
-{
-    return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K}", "entries", (unsigned long long)r->entries,
-        "files", (unsigned long long)r->files, "bytes",
-        (unsigned long long)r->bytes, "skipped", (unsigned long long)r->skipped,
-        "rejected", (unsigned long long)r->rejected);
-}
-
-/* An optional str argument: NULL for None. */
-static int
-opt_text(PyObject *obj, const char **out)
-{
-    if (obj == Py_None) {
-        *out = NULL;
-        return 0;
-    }
-    if (!PyUnicode_Check(obj)) {
-        PyErr_SetString(PyExc_TypeError, "want a str or None");
-        return -1;
-    }
-    *out = PyUnicode_AsUTF8(obj);
-    return *out ? 0 : -1;
-}
-
 static PyObject *
 py_capture(PyObject *module, PyObject *args, PyObject *kw)
 {
@@ -148,7 +102,7 @@ py_capture(PyObject *module, PyObject *args, PyObject *kw)
                                      &toolchain)) {
         return NULL;
     }
-    s = store_arg(module, store_obj, "capture");
+    s = mx_store_arg(module, store_obj, "capture");
     if (!s) {
         goto out;
     }
@@ -159,7 +113,7 @@ py_capture(PyObject *module, PyObject *args, PyObject *kw)
         mx_raise(module, code, "capture", PyBytes_AS_STRING(dir));
         goto out;
     }
-    ret = result_dict(&r);
+    ret = mx_sync_result_dict(&r);
 out:
     Py_XDECREF(dir);
     return ret;
@@ -180,8 +134,8 @@ py_restore(PyObject *module, PyObject *args, PyObject *kw)
                                      &tc_obj)) {
         return NULL;
     }
-    s = store_arg(module, store_obj, "restore");
-    if (!s || opt_text(tc_obj, &toolchain) < 0) {
+    s = mx_store_arg(module, store_obj, "restore");
+    if (!s || mx_opt_text(tc_obj, &toolchain) < 0) {
         goto out;
     }
     Py_BEGIN_ALLOW_THREADS code =
@@ -191,7 +145,7 @@ py_restore(PyObject *module, PyObject *args, PyObject *kw)
         mx_raise(module, code, "restore", PyBytes_AS_STRING(dir));
         goto out;
     }
-    ret = result_dict(&r);
+    ret = mx_sync_result_dict(&r);
 out:
     Py_XDECREF(dir);
     return ret;
@@ -212,7 +166,7 @@ py_restore_entry(PyObject *module, PyObject *args, PyObject *kw)
                                      &key)) {
         return NULL;
     }
-    s = store_arg(module, store_obj, "restore_entry");
+    s = mx_store_arg(module, store_obj, "restore_entry");
     if (!s) {
         goto out;
     }
@@ -223,7 +177,7 @@ py_restore_entry(PyObject *module, PyObject *args, PyObject *kw)
         mx_raise(module, code, "restore entry", key);
         goto out;
     }
-    ret = result_dict(&r);
+    ret = mx_sync_result_dict(&r);
 out:
     Py_XDECREF(dir);
     return ret;
@@ -248,7 +202,7 @@ py_put_files_entry(PyObject *module, PyObject *args, PyObject *kw)
                                      &dir, &list, &meta)) {
         return NULL;
     }
-    s = store_arg(module, store_obj, "put_files_entry");
+    s = mx_store_arg(module, store_obj, "put_files_entry");
     if (!s) {
         goto out;
     }
@@ -277,7 +231,7 @@ py_put_files_entry(PyObject *module, PyObject *args, PyObject *kw)
         mx_raise(module, code, "put files entry", key);
         goto out;
     }
-    ret = result_dict(&r);
+    ret = mx_sync_result_dict(&r);
 out:
     for (i = 0; conv && i < done; i++) {
         Py_XDECREF(conv[i]);
@@ -309,8 +263,8 @@ py_touch_path(PyObject *module, PyObject *args, PyObject *kw)
                                      PyUnicode_FSConverter, &path, &tc_obj)) {
         goto out;
     }
-    s = store_arg(module, store_obj, "touch_path");
-    if (!s || opt_text(tc_obj, &toolchain) < 0) {
+    s = mx_store_arg(module, store_obj, "touch_path");
+    if (!s || mx_opt_text(tc_obj, &toolchain) < 0) {
         goto out;
     }
     if (!toolchain) {
