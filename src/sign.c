@@ -304,20 +304,16 @@ is_tag(const char *t)
     return t[16] == '\0';
 }
 
+/* A tag given as such passes through; a toolchain text is hashed as
+ * capture tags it (mi_capture_tag). */
 void
 mi_toolchain_tag(const char *toolchain, char tag[17])
 {
-    uint8_t d[MITHRIL_BLAKE3_OUT_LEN];
-    char hex[MITHRIL_HEX_SIZE];
-
     if (strlen(toolchain) == 16 && is_tag(toolchain)) {
         memcpy(tag, toolchain, 17);
         return;
     }
-    mithril_blake3_hash(toolchain, strlen(toolchain), d);
-    mithril_hex(d, sizeof(d), hex);
-    memcpy(tag, hex, 16);
-    tag[16] = '\0';
+    mi_capture_tag(toolchain, tag);
 }
 
 int
