@@ -90,6 +90,8 @@ class Manager:
     ``store`` (the open mithril_cache.Store, or None), ``work_dir``,
     ``toolchain`` (fingerprint text), ``dynamo_cache`` (bool),
     ``restored`` (what enable() materialized, a dict from the C restore),
+    ``vec_isa_ok`` (True when enable() turned Inductor's vector ISA probe
+    off, False when the probe failed for some ISA, None when left alone),
     ``remote`` (the remote URL or None) and ``pulled`` (what enable()
     pulled from it).
     """
@@ -106,6 +108,7 @@ class Manager:
         self.pulled = {}
         self.remote = None
         self.last_capture = {}
+        self.vec_isa_ok = None
         # Per-process counters of the keyed backend (backend.py).
         self.counters = {"graph_hits": 0, "graph_misses": 0,
                          "torch_hits_after_graph_hit": 0,
@@ -300,6 +303,90 @@ def _no_precompiled_headers():
         cfg.cpp_cache_precompile_headers = False
 
 
+#: Prefix of the entry that records this machine's vector ISA verdict.
+ISA_PREFIX = "isa1/"
+
+
+def _compiler_identity():
+    """Text naming the C++ compilers Inductor may pick here: each
+    candidate's resolved path, size and mtime (a compiler upgrade changes
+    it)."""
+    import shutil
+    names = [os.environ.get("CXX")]
+    cfg = sys.modules.get("torch._inductor.config")
+    cxx = getattr(getattr(cfg, "cpp", None), "cxx", ("g++",))
+    names += list(cxx) if isinstance(cxx, (list, tuple)) else [cxx]
+    out = []
+    for name in names:
+        path = shutil.which(name) if name else None
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        out.append("%s=%s:%d:%d" % (name, real, st.st_size, st.st_mtime_ns))
+    return " ".join(out)
+
+
+def _advertised_isas(cvi):
+    """Torch's vector ISAs whose CPU flags this x86 machine has: the list
+    valid_vec_isa_list() keeps when cpp.vec_isa_ok is True."""
+    flags = cvi.x86_isa_checker()
+    return [isa for isa in cvi.supported_vec_isa_list
+            if all(f in flags for f in str(isa).split())]
+
+
+def _vec_isa_ok(store, toolchain):
+    """Skip Inductor's vector ISA probe when it is known to pass.
+
+    Before it loads or compiles its first CPU kernel in a process, Inductor
+    builds a test file with each ISA's flags and dlopens it in a fresh
+    Python child that maps libtorch_cpu: about 0.4 s of every warm start
+    on a small machine, cached kernels or not. Setting cpp.vec_isa_ok=True
+    (TORCHINDUCTOR_VEC_ISA_OK=1) skips it and gives the same ISA list when
+    every ISA the CPU advertises passes the probe. That verdict is taken
+    once per toolchain, compiler and CPU flags (the probe runs here, in
+    this process, and its result is kept as an entry of the store) and
+    applied in every process after, cold or warm: the setting is part of
+    torch's FX graph keys, so it must not change between them. A choice
+    the user made (the variable or the config set) is left alone; so is a
+    machine that is not x86 Linux, whose device class is not a CPU (the
+    first probe costs a few seconds there, for graphs that rarely run on
+    the CPU) or whose probe fails for some ISA."""
+    import platform
+    name = "TORCHINDUCTOR_VEC_ISA_OK"
+    if name in os.environ or not sys.platform.startswith("linux") or \
+            platform.machine() not in ("x86_64", "AMD64") or \
+            not _native.device_detect().startswith("cpu"):
+        return None
+    try:
+        import torch._inductor.config as cfg
+        import torch._inductor.cpu_vec_isa as cvi
+        if cfg.cpp.vec_isa_ok is not None:
+            return None
+        advertised = sorted(str(isa) for isa in _advertised_isas(cvi))
+        text = "mithril vec isa v1\n%s\n%s\n%s\n" % (
+            toolchain, _compiler_identity(), ";".join(advertised))
+        key = ISA_PREFIX + _native.blake3(text.encode())
+        try:
+            ok = "vec_isa_ok=1" in _native.entry_peek(store, key)["meta"]
+        except _native.NotFoundError:
+            # Torch's own probe, run once; valid_vec_isa_list() keeps its
+            # answer for this process.
+            valid = sorted(str(isa) for isa in cvi.valid_vec_isa_list())
+            ok = bool(advertised) and valid == advertised
+            meta = "tc=%s kind=isa vec_isa_ok=%d isas=%s" % (
+                _native.blake3(toolchain.encode())[:16], int(ok),
+                ",".join(s.replace(" ", "+") for s in advertised))
+            _native.entry_put(store, key, [], meta)
+    except Exception as exc:  # a failed probe only costs the speed-up
+        log.info("mithril_cache: vector ISA verdict unavailable: %s", exc)
+        return None
+    if ok:
+        os.environ[name] = "1"
+        cfg.cpp.vec_isa_ok = True
+    return ok
+
+
 def _clear_torch_dir_caches():
     """Forget every folder torch already derived from the old cache dir.
     Inductor registers its functools caches for this (the same call its
@@ -362,15 +449,21 @@ def enable(dir=None, max_size=None, remote=None, work_dir=None,
     work_dir: torch's working folder (default: $MITHRIL_WORK_DIR, else
     <dir>/work); it may be deleted at any time, the store restores it.
     dynamo_cache: also cache Dynamo's tracing (TORCH_CACHING_PRECOMPILE=1,
-    entries written at flush); off by default because torch drops some
-    guards in this mode. restore: materialize every entry of this
+    entries written at flush); off by default because torch drops its
+    ID_MATCH, CLOSURE_MATCH, WEAKREF_ALIVE and DICT_VERSION guards in this
+    mode, so a global rebound in a later process (a different function
+    assigned to a module global the model calls) can run stale code
+    (docs/LIMITATIONS.md). restore: materialize every entry of this
     toolchain into work_dir now (the default); False leaves it to the
     keyed backend, which materializes each graph's files when Dynamo
     hands that graph over (cheaper with a large store, but plain
     torch.compile without backend() then finds nothing).
 
     Returns a Manager. Sets TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR in
-    os.environ, restores this toolchain's entries, captures at exit.
+    os.environ, restores this toolchain's entries, captures at exit. Unless
+    the user chose them, also turns Inductor's precompiled headers off and,
+    on x86 Linux CPU machines, its vector ISA probe off once the store
+    records that the probe passed (the first enable() on a store runs it).
     MITHRIL_DISABLE=1, or a store that cannot be opened or written, give a
     disabled Manager and one warning; torch still works.
 
@@ -457,6 +550,7 @@ def _enable(dir, max_size, remote, work_dir, dynamo_cache, restore):
         os.environ["TRITON_CACHE_DIR"] = os.path.join(work_dir, "triton")
         _no_precompiled_headers()
         _clear_torch_dir_caches()
+        mgr.vec_isa_ok = _vec_isa_ok(store, tc)
         if dynamo_cache:
             _set_dynamo_cache()
         _install_hook()
