@@ -118,6 +118,25 @@ int mi_temp_is_stale(const char *name);
 void mi_blob_path(const mithril_store *s, const char *addr, char *buf);
 /* Move a blob to quarantine with a reason; logs it. */
 int mi_quarantine(mithril_store *s, const char *addr, const char *why);
+/*
+ * Store a blob whose content the caller has already hashed to addr, in the
+ * encoded form it already has: payload is the content itself (zstd 0,
+ * plen == logical) or one zstd frame that decodes to it (zstd 1). Nothing
+ * is hashed or compressed again; reads verify as for any blob. Used by the
+ * remote and archive paths, which verify what they receive before storing.
+ */
+int mi_store_put_encoded(mithril_store *s, const char *addr, int zstd,
+                         const void *payload, size_t plen, uint64_t logical);
+/*
+ * The same from a buffer laid out as the blob file will be: buf is
+ * MI_DIRECT_ALIGN-aligned, its first MI_BLOB_HEADER bytes are scratch
+ * (the header is written there) and the payload follows. Large payloads go
+ * from buf to the device with O_DIRECT, without a copy.
+ */
+#define MI_BLOB_HEADER  16
+#define MI_DIRECT_ALIGN 4096
+int mi_store_put_staged(mithril_store *s, const char *addr, int zstd,
+                        uint8_t *buf, size_t plen, uint64_t logical);
 
 /* ---- stats.c ---- */
 

@@ -68,6 +68,7 @@ struct mi_remote {
     /* The foreground connection, one caller at a time. */
     pthread_mutex_t mu;
     redisContext *fg;
+    struct direct_in *fg_in; /* its blob reader, made on first use */
 
     /* The breaker, shared by both connections. */
     pthread_mutex_t bmu;
@@ -94,6 +95,9 @@ struct mi_remote {
 };
 
 static pthread_mutex_t attach_mu = PTHREAD_MUTEX_INITIALIZER;
+
+struct direct_in;
+static void direct_in_free(struct direct_in *d);
 
 /* Set while this thread records what it fetched: no echo to the queue. */
 static _Thread_local int fetching;
@@ -241,6 +245,12 @@ conn_open(struct mi_remote *r)
         redisFree(c);
         return NULL;
     }
+    /*
+     * Keep the reader's buffer between replies: hiredis frees an idle
+     * buffer above 16 KiB by default, so every large GET would fault a
+     * fresh one in again.
+     */
+    c->reader->maxbuf = 0;
     if (r->db != 0) {
         rep = redisCommand(c, "SELECT %d", r->db);
         if (!rep || rep->type == REDIS_REPLY_ERROR) {
@@ -321,6 +331,7 @@ remote_free(struct mi_remote *r)
     if (r->bg) {
         redisFree(r->bg);
     }
+    direct_in_free(r->fg_in);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->bmu);
     pthread_mutex_destroy(&r->qmu);
@@ -722,27 +733,31 @@ out:
     return rc;
 }
 
-/* Verify a header reply's inline payload and store it. */
+/*
+ * Verify an inline value (the 16-byte wire header, then the payload) and
+ * store it as it came: a zstd frame stays compressed, so nothing is hashed
+ * or compressed a second time. staged: val is an aligned buffer whose
+ * header bytes the store may overwrite (mi_store_put_staged).
+ */
 static int
-store_inline(mithril_store *s, const redisReply *rep, const char *addr,
-             uint64_t len, uint64_t *got_bytes)
+store_inline(mithril_store *s, uint8_t *val, size_t n, int staged,
+             const char *addr, uint64_t len, uint64_t *got_bytes)
 {
     uint8_t digest[MITHRIL_BLAKE3_OUT_LEN];
     char hex[MITHRIL_HEX_SIZE];
-    char put_addr[MITHRIL_HEX_SIZE];
-    const char *payload = rep->str + HEADER_LEN;
-    size_t plen = (size_t)rep->len - HEADER_LEN;
+    const uint8_t *payload = val + HEADER_LEN;
+    size_t plen = n - HEADER_LEN;
     const void *content = payload;
+    int zstd = val[3] == 'z';
     void *buf = NULL;
     int rc = 0;
 
-    /* Raw content is verified and stored straight from the reply. */
-    if (rep->str[3] != 'r') {
+    if (zstd) {
         buf = malloc(len ? (size_t)len : 1);
         if (!buf) {
             return -ENOMEM;
         }
-        rc = decode_payload(rep->str[3], payload, plen, buf, (size_t)len);
+        rc = decode_payload(val[3], payload, plen, buf, (size_t)len);
         content = buf;
     } else if (plen != len) {
         rc = MITHRIL_ECORRUPT;
@@ -752,16 +767,14 @@ store_inline(mithril_store *s, const redisReply *rep, const char *addr,
         mithril_hex(digest, sizeof(digest), hex);
         rc = strcmp(hex, addr) == 0 ? 0 : MITHRIL_ECORRUPT;
     }
+    free(buf);
     if (rc == 0) {
-        rc = mithril_store_put(s, content, (size_t)len, put_addr);
-    }
-    if (rc == 0 && strcmp(put_addr, addr) != 0) {
-        rc = MITHRIL_ECORRUPT;
+        rc = staged ? mi_store_put_staged(s, addr, zstd, val, plen, len)
+                    : mi_store_put_encoded(s, addr, zstd, payload, plen, len);
     }
     if (rc == 0) {
         *got_bytes += len;
     }
-    free(buf);
     return rc;
 }
 
@@ -771,14 +784,14 @@ struct deferred {
     uint64_t nchunks;
 };
 
+/* Check a blob's header value (n bytes at h) against the item it is for. */
 static int
-check_header(const redisReply *rep, const mithril_item *it, uint64_t *nchunks)
+check_header(const uint8_t *h, size_t n, const mithril_item *it,
+             uint64_t *nchunks)
 {
-    const uint8_t *h = (const uint8_t *)rep->str;
     char kind;
 
-    if (rep->type != REDIS_REPLY_STRING || rep->len < HEADER_LEN ||
-        memcmp(h, "MB1", 3) != 0) {
+    if (n < HEADER_LEN || memcmp(h, "MB1", 3) != 0) {
         return MITHRIL_EFORMAT;
     }
     kind = (char)h[3];
@@ -787,7 +800,7 @@ check_header(const redisReply *rep, const mithril_item *it, uint64_t *nchunks)
     }
     *nchunks = (uint64_t)h[12] | (uint64_t)h[13] << 8 | (uint64_t)h[14] << 16 |
                (uint64_t)h[15] << 24;
-    if (kind == 'c' ? rep->len != HEADER_LEN
+    if (kind == 'c' ? n != HEADER_LEN
                     : (kind != 'r' && kind != 'z') || it->size > CHUNK) {
         return MITHRIL_EFORMAT;
     }
@@ -795,12 +808,191 @@ check_header(const redisReply *rep, const mithril_item *it, uint64_t *nchunks)
 }
 
 /*
- * Fetch every item's blob that is not local. Header GETs are pipelined
- * WINDOW at a time; chunked blobs follow once the window's replies are in.
+ * Bulk replies read straight off the connection's socket into an aligned
+ * buffer laid out as a blob file (mi_store_put_staged), so that an inline
+ * blob crosses user space once: one copy from the socket, hashed in
+ * place, written to the device with O_DIRECT. hiredis is bypassed only
+ * while it holds no unread bytes and only for replies this code asked
+ * for, so the stream stays in step; on any doubt the connection is
+ * marked failed and dropped.
+ */
+#define STAGE (64u << 10)
+#define DIRECT_CAP                                                             \
+    (((size_t)HEADER_LEN + CHUNK + MI_DIRECT_ALIGN - 1) &                      \
+     ~((size_t)MI_DIRECT_ALIGN - 1))
+
+_Static_assert(HEADER_LEN == MI_BLOB_HEADER, "wire and blob headers differ");
+
+struct direct_in {
+    uint8_t *buf; /* DIRECT_CAP bytes, MI_DIRECT_ALIGN-aligned */
+    size_t pos;
+    size_t len;
+    char stage[STAGE];
+};
+
+static struct direct_in *
+direct_in_new(void)
+{
+    struct direct_in *d = calloc(1, sizeof(*d));
+    void *p = NULL;
+
+    if (!d || posix_memalign(&p, MI_DIRECT_ALIGN, DIRECT_CAP) != 0) {
+        free(d);
+        return NULL;
+    }
+    d->buf = p;
+    return d;
+}
+
+static void
+direct_in_free(struct direct_in *d)
+{
+    if (d) {
+        free(d->buf);
+        free(d);
+    }
+}
+
+static int
+din_fail(redisContext *c)
+{
+    c->err = REDIS_ERR_IO;
+    return MITHRIL_EREMOTE;
+}
+
+/* Read more into the stage; the socket's read timeout bounds the wait. */
+static int
+din_fill(redisContext *c, struct direct_in *d)
+{
+    ssize_t n;
+
+    if (d->pos > 0) {
+        memmove(d->stage, d->stage + d->pos, d->len - d->pos);
+        d->len -= d->pos;
+        d->pos = 0;
+    }
+    if (d->len == sizeof(d->stage)) {
+        return din_fail(c);
+    }
+    do {
+        n = read(c->fd, d->stage + d->len, sizeof(d->stage) - d->len);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        return din_fail(c);
+    }
+    d->len += (size_t)n;
+    return 0;
+}
+
+/* n bytes into dst: what the stage holds first, then from the socket. */
+static int
+din_read(redisContext *c, struct direct_in *d, uint8_t *dst, size_t n)
+{
+    size_t have = d->len - d->pos < n ? d->len - d->pos : n;
+    ssize_t r;
+
+    memcpy(dst, d->stage + d->pos, have);
+    d->pos += have;
+    dst += have;
+    n -= have;
+    while (n > 0) {
+        r = read(c->fd, dst, n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return din_fail(c);
+        }
+        dst += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/*
+ * The next GET reply into d->buf: its length in *n, or MITHRIL_ENOTFOUND
+ * (nil), MITHRIL_EFORMAT (an error reply or a value too large, consumed),
+ * MITHRIL_EREMOTE (the stream is broken).
  */
 static int
-fetch_blobs(mithril_store *s, redisContext *c, const struct mi_wire *w,
-            uint64_t *files, uint64_t *bytes)
+din_reply(redisContext *c, struct direct_in *d, size_t *n)
+{
+    char line[64];
+    uint8_t crlf[2];
+    char *nl;
+    char *end;
+    long long len;
+    size_t left;
+    size_t k;
+    int rc;
+
+    while (!(nl = memchr(d->stage + d->pos, '\n', d->len - d->pos))) {
+        if ((rc = din_fill(c, d)) < 0) {
+            return rc;
+        }
+    }
+    k = (size_t)(nl - (d->stage + d->pos));
+    if (k < 2 || nl[-1] != '\r' || k - 1 >= sizeof(line)) {
+        return din_fail(c);
+    }
+    memcpy(line, d->stage + d->pos, k - 1);
+    line[k - 1] = '\0';
+    d->pos += k + 1;
+    if (line[0] == '-') {
+        return MITHRIL_EFORMAT;
+    }
+    errno = 0;
+    len = line[0] == '$' ? strtoll(line + 1, &end, 10) : -2;
+    if (len == -1 && *end == '\0') {
+        return MITHRIL_ENOTFOUND;
+    }
+    if (len < 0 || errno != 0 || *end != '\0') {
+        return din_fail(c);
+    }
+    if ((uint64_t)len > DIRECT_CAP) {
+        /* Not a value this code wrote: skip it, keep the stream in step. */
+        for (left = (size_t)len; left > 0; left -= k) {
+            k = left < DIRECT_CAP ? left : DIRECT_CAP;
+            if ((rc = din_read(c, d, d->buf, k)) < 0) {
+                return rc;
+            }
+        }
+        rc = MITHRIL_EFORMAT;
+    } else {
+        rc = din_read(c, d, d->buf, (size_t)len);
+        *n = (size_t)len;
+    }
+    if (rc != MITHRIL_EREMOTE && din_read(c, d, crlf, 2) < 0) {
+        return MITHRIL_EREMOTE;
+    }
+    if (crlf[0] != '\r' || crlf[1] != '\n') {
+        return din_fail(c);
+    }
+    return rc;
+}
+
+/* Send what hiredis has buffered; 0 or MITHRIL_EREMOTE. */
+static int
+flush_out(redisContext *c)
+{
+    int done = 0;
+
+    while (!done) {
+        if (redisBufferWrite(c, &done) != REDIS_OK) {
+            return MITHRIL_EREMOTE;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Fetch every item's blob that is not local. Header GETs are pipelined
+ * WINDOW at a time; chunked blobs follow once the window's replies are in.
+ * With d, replies are read by din_reply (see struct direct_in).
+ */
+static int
+fetch_blobs(mithril_store *s, redisContext *c, struct direct_in *d,
+            const struct mi_wire *w, uint64_t *files, uint64_t *bytes)
 {
     struct deferred later[WINDOW];
     const mithril_item *batch[WINDOW];
@@ -812,6 +1004,7 @@ fetch_blobs(mithril_store *s, redisContext *c, const struct mi_wire *w,
     size_t nb;
     size_t nl;
     size_t i;
+    int direct;
     int rc = 0;
 
     while (next < w->n_items) {
@@ -829,33 +1022,65 @@ fetch_blobs(mithril_store *s, redisContext *c, const struct mi_wire *w,
             }
             batch[nb++] = it;
         }
+        direct = d && nb > 0 && c->reader->pos == c->reader->len;
+        if (direct) {
+            /*
+             * A window that succeeded leaves the stage empty; anything
+             * here is from a connection that failed since.
+             */
+            d->pos = d->len = 0;
+            if (flush_out(c) < 0) {
+                return MITHRIL_EREMOTE;
+            }
+        }
         nl = 0;
         for (i = 0; i < nb; i++) {
+            uint8_t *val = NULL;
+            size_t n = 0;
             uint64_t nch = 0;
             int one;
 
-            if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
+            rep = NULL;
+            if (direct) {
+                one = din_reply(c, d, &n);
+                if (one == MITHRIL_EREMOTE) {
+                    return one;
+                }
+                val = d->buf;
+            } else if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
                 return MITHRIL_EREMOTE;
+            } else if (rep->type == REDIS_REPLY_NIL) {
+                one = MITHRIL_ENOTFOUND;
+            } else if (rep->type != REDIS_REPLY_STRING) {
+                one = MITHRIL_EFORMAT;
+            } else {
+                one = 0;
+                val = (uint8_t *)rep->str;
+                n = (size_t)rep->len;
             }
             if (rc < 0) {
                 freeReplyObject(rep);
                 continue;
             }
-            if (rep->type == REDIS_REPLY_NIL) {
-                one = MITHRIL_ENOTFOUND;
-            } else {
-                one = check_header(rep, batch[i], &nch);
+            if (one == 0) {
+                one = check_header(val, n, batch[i], &nch);
             }
-            if (one == 0 && rep->str[3] == 'c') {
+            if (one == 0 && val[3] == 'c') {
                 later[nl].item = batch[i];
                 later[nl++].nchunks = nch;
             } else if (one == 0) {
-                one =
-                    store_inline(s, rep, batch[i]->addr, batch[i]->size, bytes);
+                one = store_inline(s, val, n, direct, batch[i]->addr,
+                                   batch[i]->size, bytes);
                 *files += one == 0;
             }
-            freeReplyObject(rep);
+            if (rep) {
+                freeReplyObject(rep);
+            }
             rc = one;
+        }
+        if (direct && d->pos != d->len) {
+            /* Bytes nobody asked for: the stream cannot be trusted. */
+            return din_fail(c);
         }
         for (i = 0; rc == 0 && i < nl; i++) {
             rc = fetch_chunks(s, c, later[i].item->addr, later[i].item->size,
@@ -882,8 +1107,8 @@ struct fetch_result {
  * MITHRIL_ESIGNATURE: rejected; MITHRIL_ECORRUPT: a blob did not verify.
  */
 static int
-fetch_entry(mithril_store *s, redisContext *c, const char *key,
-            struct fetch_result *res)
+fetch_entry(mithril_store *s, redisContext *c, struct direct_in *d,
+            const char *key, struct fetch_result *res)
 {
     char rkey[600];
     const char *argv[2] = {"GET", rkey};
@@ -927,7 +1152,7 @@ fetch_entry(mithril_store *s, redisContext *c, const char *key,
     if (rc < 0) {
         goto out;
     }
-    rc = fetch_blobs(s, c, &w, &res->files, &res->bytes);
+    rc = fetch_blobs(s, c, d, &w, &res->files, &res->bytes);
     if (rc == MITHRIL_ECORRUPT) {
         mi_log(MITHRIL_LOG_WARN,
                "rejected entry '%s' from remote: a blob does not match its "
@@ -1082,7 +1307,10 @@ mi_remote_fetch_entry(mithril_store *s, const char *key)
     t0 = mi_now_ns();
     rc = with_fg(s, r, &c);
     if (rc == 0) {
-        rc = fetch_entry(s, c, key, &res);
+        if (!r->fg_in) {
+            r->fg_in = direct_in_new(); /* NULL: hiredis reads the blobs */
+        }
+        rc = fetch_entry(s, c, r->fg_in, key, &res);
         after_fg(s, r, rc, t0);
     }
     sigpipe_restore(&old);
@@ -1455,7 +1683,7 @@ remote_keys(redisContext *c, const char *toolchain, struct key_list *l)
  * its own, so that one entry's network transfer overlaps another's
  * hashing and durable writes. The first remote failure stops them all.
  */
-#define POOL 4
+#define POOL 8
 
 struct pool {
     mithril_store *s;
@@ -1474,7 +1702,7 @@ struct pool {
 
 /* Move one entry; counts go to res. Negative only for a remote failure. */
 static int
-pool_one(struct pool *p, redisContext **c, const char *key,
+pool_one(struct pool *p, redisContext **c, struct direct_in *d, const char *key,
          mithril_sync_result *res)
 {
     struct fetch_result fr = {0, 0};
@@ -1503,7 +1731,7 @@ pool_one(struct pool *p, redisContext **c, const char *key,
         }
     }
     if (p->pull) {
-        rc = fetch_entry(p->s, *c, key, &fr);
+        rc = fetch_entry(p->s, *c, d, key, &fr);
     } else {
         rc = push_entry(p->s, *c, e, &fr.files, &fr.bytes);
         mithril_entry_free(e);
@@ -1540,6 +1768,7 @@ pool_worker(void *arg)
 {
     struct pool *p = arg;
     redisContext *c = NULL;
+    struct direct_in *d = p->pull ? direct_in_new() : NULL;
     mithril_sync_result one;
     sigset_t old;
     size_t i;
@@ -1555,7 +1784,7 @@ pool_worker(void *arg)
         i = p->next++;
         pthread_mutex_unlock(&p->mu);
         memset(&one, 0, sizeof(one));
-        rc = pool_one(p, &c, p->keys[i], &one);
+        rc = pool_one(p, &c, d, p->keys[i], &one);
         pthread_mutex_lock(&p->mu);
         p->res.entries += one.entries;
         p->res.files += one.files;
@@ -1574,6 +1803,7 @@ pool_worker(void *arg)
     if (c) {
         redisFree(c);
     }
+    direct_in_free(d);
     sigpipe_restore(&old);
     return NULL;
 }

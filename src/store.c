@@ -63,12 +63,17 @@
 #define CHUNK              ((size_t)1 << 20)
 #define GET_FD_MEM_MAX     ((uint64_t)64 << 20)
 #define DEFAULT_LEVEL      3
+#define DIRECT_MIN         ((size_t)256 << 10)
+#define DIRECT_ALIGN       ((size_t)MI_DIRECT_ALIGN)
+_Static_assert(HEADER_SIZE == MI_BLOB_HEADER, "blob header size");
 
 /* ---- per-thread zstd contexts ---- */
 
 struct zctx {
     ZSTD_CCtx *c;
     ZSTD_DCtx *d;
+    uint8_t *direct; /* DIRECT_ALIGN-aligned staging for O_DIRECT writes */
+    size_t direct_cap;
 };
 
 static pthread_key_t zkey;
@@ -82,6 +87,7 @@ zctx_free(void *p)
 
     ZSTD_freeCCtx(z->c);
     ZSTD_freeDCtx(z->d);
+    free(z->direct);
     free(z);
 }
 
@@ -500,6 +506,7 @@ struct put_job {
     ZSTD_CCtx *c;
     uint8_t *out;
     size_t out_cap;
+    int header_done; /* written with the payload (direct path) */
 };
 
 static int
@@ -513,6 +520,87 @@ job_write(struct put_job *j, const void *p, size_t n)
     }
     j->payload += n;
     return 0;
+}
+
+/*
+ * Open the job's temp file under tmp/; reserve: write room for the header
+ * (filled in by job_publish).
+ */
+static int
+job_open(mithril_store *s, struct put_job *j, int reserve)
+{
+    static const uint8_t zero[HEADER_SIZE];
+    char path[PATH_MAX];
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/tmp", s->dir);
+    j->fd = mi_temp_open(path, j->tmp, 0600);
+    if (j->fd == -ENOENT && mi_mkdirs(path, 0700) == 0) {
+        j->fd = mi_temp_open(path, j->tmp, 0600);
+    }
+    if (j->fd < 0) {
+        return j->fd;
+    }
+    rc = reserve ? job_write(j, zero, sizeof(zero)) : 0;
+    j->payload = 0;
+    return rc;
+}
+
+static void
+job_abandon(struct put_job *j)
+{
+    if (j->fd >= 0) {
+        close(j->fd);
+        mi_sys.unlink(j->tmp);
+        j->fd = -1;
+    }
+}
+
+/*
+ * Write the header (only now are codec and size known) and publish the
+ * job's temp file at addr. The file descriptor is consumed either way.
+ */
+static int
+job_publish(mithril_store *s, struct put_job *j, const char *addr)
+{
+    uint8_t header[HEADER_SIZE];
+    char path[PATH_MAX];
+    struct stat mine, st;
+    ssize_t w;
+    int rc;
+
+    header_encode(header, j->codec, j->logical);
+    w = j->header_done ? (ssize_t)sizeof(header)
+                       : mi_sys.pwrite(j->fd, header, sizeof(header), 0);
+    if (w != (ssize_t)sizeof(header)) {
+        rc = w < 0 ? -errno : -EIO;
+        mi_log(MITHRIL_LOG_ERROR, "pwrite '%s': %s", j->tmp, strerror(-rc));
+        job_abandon(j);
+        return rc;
+    }
+    if (fstat(j->fd, &mine) < 0) {
+        rc = mi_log_errno("fstat", j->tmp);
+        job_abandon(j);
+        return rc;
+    }
+    blob_folder(s, addr, path);
+    if ((rc = mi_mkdirs(path, 0700)) < 0) {
+        job_abandon(j);
+        return rc;
+    }
+    mi_blob_path(s, addr, path);
+    rc = mi_publish(j->fd, j->tmp, path, 1);
+    j->fd = -1;
+
+    /* New file, or did an identical one win the race? */
+    if (stat(path, &st) == 0 && st.st_ino == mine.st_ino &&
+        st.st_dev == mine.st_dev) {
+        mi_index_blob_added(s, addr, HEADER_SIZE + j->payload, j->logical);
+    }
+    if (rc == 0) {
+        mi_stats_add(s, MI_C_PUTS, 1);
+    }
+    return rc;
 }
 
 /* Compress p[0..n) with directive d, writing output as it comes. */
@@ -588,16 +676,12 @@ put_stream(mithril_store *s, struct source *src, const char *known_addr,
 {
     struct put_job j = {.fd = -1, .codec = CODEC_RAW};
     char addr[MITHRIL_HEX_SIZE];
-    char path[PATH_MAX];
-    uint8_t header[HEADER_SIZE] = {0};
     mithril_blake3 h;
-    struct stat mine, st;
     struct zctx *z;
     const uint8_t *p = NULL;
     size_t n = 0;
     int level = __atomic_load_n(&s->compression_level, __ATOMIC_RELAXED);
-    int last = 0, rc, published;
-    ssize_t w;
+    int last = 0, rc;
 
     if (level > 0) {
         z = zctx_get();
@@ -612,19 +696,9 @@ put_stream(mithril_store *s, struct source *src, const char *known_addr,
             return -ENOMEM;
         }
     }
-    snprintf(path, sizeof(path), "%s/tmp", s->dir);
-    j.fd = mi_temp_open(path, j.tmp, 0600);
-    if (j.fd == -ENOENT && mi_mkdirs(path, 0700) == 0) {
-        j.fd = mi_temp_open(path, j.tmp, 0600);
-    }
-    if (j.fd < 0) {
-        rc = j.fd;
+    if ((rc = job_open(s, &j, 1)) < 0) {
         goto fail;
     }
-    if ((rc = job_write(&j, header, sizeof(header))) < 0) {
-        goto fail;
-    }
-    j.payload = 0;
     if (!known_addr) {
         mithril_blake3_init(&h);
     }
@@ -660,45 +734,15 @@ put_stream(mithril_store *s, struct source *src, const char *known_addr,
     } else {
         digest_hex(&h, addr);
     }
-
-    /* The header goes last: only now are codec and size known. */
-    header_encode(header, j.codec, j.logical);
-    w = mi_sys.pwrite(j.fd, header, sizeof(header), 0);
-    if (w != (ssize_t)sizeof(header)) {
-        rc = w < 0 ? -errno : -EIO;
-        mi_log(MITHRIL_LOG_ERROR, "pwrite '%s': %s", j.tmp, strerror(-rc));
-        goto fail;
-    }
-    if (fstat(j.fd, &mine) < 0) {
-        rc = mi_log_errno("fstat", j.tmp);
-        goto fail;
-    }
-    blob_folder(s, addr, path);
-    if ((rc = mi_mkdirs(path, 0700)) < 0) {
-        goto fail;
-    }
-    mi_blob_path(s, addr, path);
-    rc = mi_publish(j.fd, j.tmp, path, 1);
+    rc = job_publish(s, &j, addr);
     j.fd = -1;
-
-    /* New file, or did an identical one win the race? */
-    published = stat(path, &st) == 0 && st.st_ino == mine.st_ino &&
-                st.st_dev == mine.st_dev;
-    if (published) {
-        mi_index_blob_added(s, addr, HEADER_SIZE + j.payload, j.logical);
+    if (rc == 0) {
+        memcpy(addr_out, addr, MITHRIL_HEX_SIZE);
     }
-    if (rc < 0) {
-        goto out;
-    }
-    mi_stats_add(s, MI_C_PUTS, 1);
-    memcpy(addr_out, addr, MITHRIL_HEX_SIZE);
     goto out;
 
 fail:
-    if (j.fd >= 0) {
-        close(j.fd);
-        mi_sys.unlink(j.tmp);
-    }
+    job_abandon(&j);
 out:
     free(j.out);
     return rc;
@@ -758,6 +802,136 @@ mithril_store_put(mithril_store *s, const void *data, size_t len,
         return 0;
     }
     return put_stream(s, &src, a, addr);
+}
+
+/*
+ * Write header and payload of an already encoded blob with O_DIRECT: the
+ * block-aligned part goes from an aligned per-thread buffer straight to
+ * the device (no page-cache copy, and the publishing fsync has almost
+ * nothing left to write); the tail under one block is written buffered.
+ * Returns 1 when the file system or memory does not allow it, having
+ * written nothing, so that the caller writes it the ordinary way.
+ */
+static int
+job_write_direct(struct put_job *j, const void *payload, size_t plen,
+                 uint8_t *staged)
+{
+    size_t total = HEADER_SIZE + plen;
+    size_t head = total & ~(DIRECT_ALIGN - 1);
+    struct zctx *z = NULL;
+    uint8_t *out = staged;
+    ssize_t w;
+    int fl;
+    int rc;
+
+    if (plen < DIRECT_MIN) {
+        return 1;
+    }
+    if (!out) {
+        z = zctx_get();
+        if (!z) {
+            return 1;
+        }
+        if (z->direct_cap < head) {
+            void *p = NULL;
+
+            if (posix_memalign(&p, DIRECT_ALIGN, head) != 0) {
+                return 1;
+            }
+            free(z->direct);
+            z->direct = p;
+            z->direct_cap = head;
+        }
+        out = z->direct;
+    }
+    fl = fcntl(j->fd, F_GETFL);
+    if (fl < 0 || fcntl(j->fd, F_SETFL, fl | O_DIRECT) < 0) {
+        return 1;
+    }
+    header_encode(out, j->codec, j->logical);
+    if (!staged) {
+        memcpy(out + HEADER_SIZE, payload, head - HEADER_SIZE);
+    }
+    w = mi_sys.pwrite(j->fd, out, head, 0);
+    rc = w == (ssize_t)head ? 0 : w < 0 ? -errno : -EIO;
+    if (fcntl(j->fd, F_SETFL, fl) < 0 && rc == 0) {
+        rc = -errno;
+    }
+    if (rc == -EINVAL && w < 0) {
+        /* Refused (alignment rules of this file system): nothing written. */
+        return 1;
+    }
+    if (rc == 0 && total > head) {
+        w = mi_sys.pwrite(j->fd, (const uint8_t *)payload + head - HEADER_SIZE,
+                          total - head, (off_t)head);
+        rc = w == (ssize_t)(total - head) ? 0 : w < 0 ? -errno : -EIO;
+    }
+    if (rc < 0) {
+        mi_log(MITHRIL_LOG_ERROR, "write '%s': %s", j->tmp, strerror(-rc));
+        return rc;
+    }
+    j->payload = plen;
+    j->header_done = 1;
+    return 0;
+}
+
+/* mi_store_put_encoded and mi_store_put_staged; staged: see the latter. */
+static int
+put_encoded(mithril_store *s, const char *addr, int zstd, const void *payload,
+            size_t plen, uint64_t logical, uint8_t *staged)
+{
+    struct put_job j = {.fd = -1, .logical = logical};
+    int rc;
+
+    if (!s || !addr || (!payload && plen > 0) ||
+        mithril_addr_valid(addr) != 1 || (!zstd && plen != logical)) {
+        return MITHRIL_EINVAL;
+    }
+    if (!store_writable(s)) {
+        return MITHRIL_ERDONLY;
+    }
+    rc = blob_present(s, addr);
+    if (rc != 0) {
+        if (rc == 1) {
+            mi_stats_add(s, MI_C_PUTS, 1);
+        }
+        return rc < 0 ? rc : 0;
+    }
+    j.codec = zstd ? CODEC_ZSTD : CODEC_RAW;
+    if ((rc = job_open(s, &j, 0)) < 0) {
+        job_abandon(&j);
+        return rc;
+    }
+    rc = job_write_direct(&j, payload, plen, staged);
+    if (rc == 1) {
+        static const uint8_t zero[HEADER_SIZE];
+
+        rc = job_write(&j, zero, sizeof(zero));
+        j.payload = 0;
+        rc = rc < 0 || plen == 0 ? rc : job_write(&j, payload, plen);
+    }
+    if (rc < 0) {
+        job_abandon(&j);
+        return rc;
+    }
+    return job_publish(s, &j, addr);
+}
+
+int
+mi_store_put_encoded(mithril_store *s, const char *addr, int zstd,
+                     const void *payload, size_t plen, uint64_t logical)
+{
+    return put_encoded(s, addr, zstd, payload, plen, logical, NULL);
+}
+
+int
+mi_store_put_staged(mithril_store *s, const char *addr, int zstd, uint8_t *buf,
+                    size_t plen, uint64_t logical)
+{
+    if (!buf || ((uintptr_t)buf & (DIRECT_ALIGN - 1)) != 0) {
+        return MITHRIL_EINVAL;
+    }
+    return put_encoded(s, addr, zstd, buf + HEADER_SIZE, plen, logical, buf);
 }
 
 int

@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <zstd.h>
 
 #define MIB ((size_t)1 << 20)
 
@@ -717,6 +718,136 @@ pwrite_eio(int fd, const void *buf, size_t n, off_t off)
     return -1;
 }
 
+/* File size of blob addr in store s, or -1. */
+static long long
+blob_file_size(mithril_store *s, const char *addr)
+{
+    char path[PATH_MAX];
+    struct stat st;
+
+    mi_blob_path(s, addr, path);
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/*
+ * Encoded puts (the remote and archive paths): stored as given, large ones
+ * with O_DIRECT, read back verified; a tmpfs store takes the buffered way.
+ */
+static void
+check_encoded_in(mithril_store *s)
+{
+    size_t n = 3 * MIB + 123;
+    uint8_t *raw = malloc(n);
+    uint8_t *text = malloc(n);
+    uint8_t *z = malloc(ZSTD_compressBound(n));
+    uint8_t *staged = NULL;
+    char a_raw[MITHRIL_HEX_SIZE], a_text[MITHRIL_HEX_SIZE];
+    char a_small[MITHRIL_HEX_SIZE], a_staged[MITHRIL_HEX_SIZE];
+    void *back = NULL;
+    size_t len = 0;
+    size_t zn;
+
+    fill_random(raw, n, 71);
+    fill_text(text, n, 72);
+    addr_of(raw, n, a_raw);
+    addr_of(text, n, a_text);
+    addr_of(raw, 1000, a_small);
+    zn = ZSTD_compress(z, ZSTD_compressBound(n), text, n, 1);
+    CHECK(!ZSTD_isError(zn) && zn < n);
+
+    /* Raw, over the direct threshold, not a multiple of the block size. */
+    CHECK_EQ_INT(mi_store_put_encoded(s, a_raw, 0, raw, n, n), 0);
+    CHECK(blob_file_size(s, a_raw) == (long long)(16 + n));
+    CHECK_EQ_INT(mithril_store_get(s, a_raw, &back, &len), 0);
+    CHECK(len == n && memcmp(back, raw, n) == 0);
+    mithril_free(back);
+    /* Present: nothing written again. */
+    CHECK_EQ_INT(mi_store_put_encoded(s, a_raw, 0, raw, n, n), 0);
+
+    /* A zstd frame is kept as it is. */
+    CHECK_EQ_INT(mi_store_put_encoded(s, a_text, 1, z, zn, n), 0);
+    CHECK(blob_file_size(s, a_text) == (long long)(16 + zn));
+    CHECK_EQ_INT(mithril_store_get(s, a_text, &back, &len), 0);
+    CHECK(len == n && memcmp(back, text, n) == 0);
+    mithril_free(back);
+
+    /* Small: buffered. */
+    CHECK_EQ_INT(mi_store_put_encoded(s, a_small, 0, raw, 1000, 1000), 0);
+    CHECK_EQ_INT(mithril_store_get(s, a_small, &back, &len), 0);
+    CHECK(len == 1000 && memcmp(back, raw, 1000) == 0);
+    mithril_free(back);
+
+    /* Staged: the payload already sits after the header's room. */
+    CHECK_EQ_INT(posix_memalign((void **)&staged, 4096, 16 + 2 * MIB), 0);
+    memcpy(staged + 16, text, 2 * MIB);
+    memset(staged, 0xee, 16);
+    addr_of(text, 2 * MIB, a_staged);
+    CHECK_EQ_INT(
+        mi_store_put_staged(s, a_staged, 0, staged + 1, 2 * MIB, 2 * MIB),
+        MITHRIL_EINVAL);
+    CHECK_EQ_INT(mi_store_put_staged(s, a_staged, 0, staged, 2 * MIB, 2 * MIB),
+                 0);
+    CHECK_EQ_INT(mithril_store_get(s, a_staged, &back, &len), 0);
+    CHECK(len == 2 * MIB && memcmp(back, text, len) == 0);
+    mithril_free(back);
+
+    /* Bad arguments touch nothing. */
+    CHECK_EQ_INT(mi_store_put_encoded(s, "nothex", 0, raw, 10, 10),
+                 MITHRIL_EINVAL);
+    CHECK_EQ_INT(mi_store_put_encoded(s, a_small, 0, raw, 10, 11),
+                 MITHRIL_EINVAL);
+    CHECK_EQ_INT(count_in(s, "tmp"), 0);
+
+    free(staged);
+    free(z);
+    free(text);
+    free(raw);
+}
+
+static void
+test_put_encoded(void)
+{
+    uint8_t *buf = malloc(MIB);
+    char addr[MITHRIL_HEX_SIZE];
+    char shm[] = "/dev/shm/mithril-test-XXXXXX";
+    mithril_store *s = open_store("s-encoded");
+    mithril_store *t = NULL;
+    void *back = NULL;
+    size_t len;
+
+    check_encoded_in(s);
+
+    /* A caller that lies about the address is caught on read. */
+    fill_random(buf, MIB, 81);
+    addr_of(buf, MIB, addr);
+    buf[5] ^= 1;
+    CHECK_EQ_INT(mi_store_put_encoded(s, addr, 0, buf, MIB, MIB), 0);
+    CHECK_EQ_INT(mithril_store_get(s, addr, &back, &len), MITHRIL_ECORRUPT);
+    CHECK_EQ_INT(mithril_store_exists(s, addr), 0);
+
+    /* Failures on the direct path leave no temp file and no blob. */
+    mi_sys.pwrite = pwrite_eio;
+    CHECK_EQ_INT(mi_store_put_encoded(s, addr, 0, buf, MIB, MIB), -EIO);
+    mi_sys_reset();
+    mi_sys.fsync = fsync_eio;
+    CHECK_EQ_INT(mi_store_put_encoded(s, addr, 0, buf, MIB, MIB), -EIO);
+    mi_sys_reset();
+    CHECK_EQ_INT(count_in(s, "tmp"), 0);
+    CHECK_EQ_INT(mithril_store_exists(s, addr), 0);
+    mithril_store_close(s);
+
+    /* tmpfs refuses O_DIRECT: the same puts go the buffered way. */
+    if (mkdtemp(shm)) {
+        CHECK_EQ_INT(mithril_store_open(shm, MITHRIL_OPEN_CREATE, &t), 0);
+        if (t) {
+            check_encoded_in(t);
+            mithril_store_close(t);
+        }
+        check_rmrf(shm);
+    }
+    free(buf);
+}
+
 static void
 test_fault_injection(void)
 {
@@ -1039,6 +1170,7 @@ main(void)
     RUN(test_verify_off);
     RUN(test_get_file);
     RUN(test_fault_injection);
+    RUN(test_put_encoded);
     RUN(test_processes_same_content);
     RUN(test_threads_one_handle);
     RUN(test_open_layout_and_safety);

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import socket
 import subprocess
 import time
 
@@ -249,3 +250,80 @@ def test_secret_file_and_signed_archive(cli, tmp_path):
     assert "1 rejected" in p.stdout
     assert cli("get", "--key", "k", dir=no).returncode == 1
     assert _stats(cli, dir=no)["rejected"] == 1
+
+
+def _resp(port, *args):
+    """One command to Redis over a raw socket (binary-safe both ways)."""
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    with socket.create_connection(("127.0.0.1", port), 10) as s:
+        s.sendall(out)
+        f = s.makefile("rb")
+        line = f.readline()
+        if line.startswith(b"$"):
+            n = int(line[1:])
+            return None if n < 0 else f.read(n + 2)[:-2]
+        return line.rstrip(b"\r\n")
+
+
+def test_pull_large_blobs_and_bad_values(cli, tmp_path, redis_server):
+    """Blobs around the sizes where the pull path changes (O_DIRECT from
+    256 KiB, inline up to 4 MiB, chunked above), raw and zstd on the wire;
+    then a tampered value and an oversized one: rejected one by one, the
+    rest of the pull unaffected."""
+    rnd = random.Random(7)
+    hex_text = "".join(rnd.choice("0123456789abcdef")
+                       for _ in range(3 << 20)).encode()
+    blobs = {"raw1m": _data(11, (1 << 20) + 7), "text3m": hex_text,
+             "raw4m": _data(12, 4 << 20), "raw4m1": _data(13, (4 << 20) + 1),
+             "raw300k": _data(14, 300000)}
+    src = tmp_path / "src"
+    files = tmp_path / "files"
+    files.mkdir()
+    addr = {}
+    for key, data in blobs.items():
+        f = files / key
+        f.write_bytes(data)
+        cli("put", f, "--key", key, dir=src, check=True)
+        addr[key] = cli("hash", f, check=True, text=True).stdout.split()[0]
+    cli("--remote", redis_server.url, "push", dir=src, check=True)
+    wire = _resp(redis_server.port, "GET", "mithril:b:" + addr["text3m"])
+    assert wire[:4] == b"MB1z" and len(wire) < len(hex_text)
+
+    dst = tmp_path / "dst"
+    p = cli("pull", "--remote", redis_server.url, dir=dst, check=True,
+            text=True)
+    assert p.stdout.startswith("pulled 5 entries, 5 blobs,"), p.stdout
+    for key, data in blobs.items():
+        assert cli("get", "--key", key, dir=dst).stdout == data
+        size = os.path.getsize(dst / "blobs" / addr[key][:2] /
+                               addr[key][2:4] / addr[key])
+        if key == "text3m":
+            assert size == len(wire)  # a 16-byte header, the same frame
+        elif key != "raw4m1":
+            assert size == 16 + len(data)
+    assert cli("verify", dir=dst).returncode == 0
+
+    # One byte changed in a large raw value, and a value too large to be
+    # one of ours where an inline one should be.
+    v = bytearray(_resp(redis_server.port, "GET", "mithril:b:" +
+                        addr["raw1m"]))
+    v[len(v) // 2] ^= 0x40
+    _resp(redis_server.port, "SET", "mithril:b:" + addr["raw1m"], bytes(v))
+    _resp(redis_server.port, "SET", "mithril:b:" + addr["raw300k"],
+          b"MB1r" + bytes(5 << 20))
+    third = tmp_path / "third"
+    p = cli("pull", "--remote", redis_server.url, dir=third, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("pulled 3 entries, 3 blobs,"), p.stdout
+    assert "1 rejected" in p.stdout, p.stdout
+    for key, data in blobs.items():
+        got = cli("get", "--key", key, dir=third)
+        if key in ("raw1m", "raw300k"):
+            assert got.returncode == 1
+        else:
+            assert got.returncode == 0 and got.stdout == data
+    assert _stats(cli, dir=third)["rejected"] == 1
+    assert cli("verify", dir=third).returncode == 0
