@@ -1000,7 +1000,7 @@ class Suite:
         redis = self.redis_server()
         size = 4 * MIB
         n = 50 if self.quick else 100
-        mb = 64 if self.quick else 1024
+        mb = 256 if self.quick else 1024
         fields = ["remote_restore_bytes_per_s", "redis_benchmark_bytes_per_s"]
         rdir = self.tmp / "remote"
 

@@ -32,6 +32,14 @@
  *    one background thread drains; a full queue drops keys (the next push
  *    sends them). mi_remote_close waits at most about 1 s for it.
  *  - A read-only remote is never written.
+ *
+ * Pulls and read-throughs move an inline blob with one copy: its GET
+ * replies are read off the socket straight into an aligned buffer laid
+ * out as the local blob file (struct direct_in), hashed there, and handed
+ * to the store, which keeps a zstd frame as it came and writes large
+ * payloads with O_DIRECT (mi_store_put_staged). Push and pull run POOL
+ * connections in parallel, so one entry's transfer overlaps another's
+ * hashing and device writes.
  */
 #include "sign.h"
 

@@ -22,6 +22,12 @@
  * first 1 MiB chunk for streamed puts); level from compression_level.
  *
  * Invariants:
+ *  - Content that arrives already verified and encoded (a pull, an
+ *    import) is stored as it is, without a second hash or compression
+ *    (mi_store_put_encoded, mi_store_put_staged); payloads of 256 KiB and
+ *    more are written with O_DIRECT where the file system allows it, so
+ *    they skip the page cache and the publishing fsync finds little left
+ *    to flush. The same publish rules apply.
  *  - A blob file appears only whole: puts stream into a temp file under
  *    tmp/ (hashing and compressing in bounded 1 MiB chunks) and publish it
  *    with mi_publish(no_replace), which fsyncs the file, links it to its
