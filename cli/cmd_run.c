@@ -39,6 +39,19 @@
  * or under another user name that rebuild costs more than the whole warm
  * start, so run sets TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS=0 unless
  * the environment already sets it. Kernel cache keys do not depend on it.
+ *
+ * Vector ISA probe: Inductor's cpp.vec_isa_ok is part of torch's FX graph
+ * keys, and enable() sets TORCHINDUCTOR_VEC_ISA_OK=1 once the store holds
+ * an entry isa1/<blake3> recording that torch's probe passed (meta
+ * vec_isa_ok=1). run sets it the same way, so its children and enable()
+ * processes share graphs: only on x86-64 Linux with a CPU device class,
+ * only when the environment does not set it, and only when the entry
+ * whose key run recomputes as _vec_isa_ok() does (toolchain text; $CXX and
+ * g++ as shutil.which finds them, with real path, size and mtime; the ISAs
+ * torch advertises, read from /proc/cpuinfo's flags) says the probe
+ * passed. Any input that cannot be read leaves the knob alone, and so
+ * does a store primed by a process that set cpp.cxx in code (its key
+ * differs): torch then probes, as without mithril.
  */
 #include "cli.h"
 
@@ -331,8 +344,212 @@ exec_or_die(char **cmd)
     _exit(errno == ENOENT ? 127 : 126);
 }
 
+/* ---- the vector ISA verdict enable() keeps (_enable.py, _vec_isa_ok) ---- */
+
+#if defined(__linux__) && defined(__x86_64__)
+
+/* _access_check of shutil.which: exists, executable, not a folder. */
 static int
-set_child_env(const char *work, const char *store_dir, const char *tc)
+is_program(const char *path)
+{
+    struct stat st;
+
+    return access(path, X_OK) == 0 && stat(path, &st) == 0 &&
+           !S_ISDIR(st.st_mode);
+}
+
+/* shutil.which(name) of Python 3.11 on POSIX into out; 0 or -1. */
+static int
+which(const char *name, char *out, size_t n)
+{
+    char dirs[4096];
+    const char *path = getenv("PATH");
+    char *dir, *next;
+    size_t len;
+    int w;
+
+    if (strchr(name, '/')) {
+        snprintf(out, n, "%s", name);
+        return is_program(out) ? 0 : -1;
+    }
+    if (!path) {
+        if (confstr(_CS_PATH, dirs, sizeof(dirs)) == 0) {
+            snprintf(dirs, sizeof(dirs), "/bin:/usr/bin");
+        }
+    } else if ((size_t)snprintf(dirs, sizeof(dirs), "%s", path) >=
+               sizeof(dirs)) {
+        return -1;
+    }
+    for (dir = dirs; dir && *dirs; dir = next) {
+        next = strchr(dir, ':');
+        if (next) {
+            *next++ = '\0';
+        }
+        /* An empty entry is the current folder, as os.path.join makes it. */
+        len = strlen(dir);
+        w = snprintf(out, n, "%s%s%s", dir,
+                     len && dir[len - 1] != '/' ? "/" : "", name);
+        if (w > 0 && (size_t)w < n && is_program(out)) {
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/*
+ * _compiler_identity(): "name=realpath:size:mtime_ns" for $CXX and for
+ * Inductor's default cpp.cxx (None, then $CXX or g++), space-separated.
+ */
+static int
+compiler_identity(char *out, size_t n)
+{
+    const char *cxx = getenv("CXX");
+    const char *names[2];
+    char found[PATH_MAX], real[PATH_MAX];
+    size_t i, len = 0;
+    struct stat st;
+    int w;
+
+    names[0] = cxx;
+    names[1] = cxx ? cxx : "g++";
+    out[0] = '\0';
+    for (i = 0; i < 2; i++) {
+        if (!names[i] || !*names[i] ||
+            which(names[i], found, sizeof(found)) < 0) {
+            continue;
+        }
+        if (!realpath(found, real) || stat(real, &st) < 0) {
+            return -1;
+        }
+        w = snprintf(out + len, n - len, "%s%s=%s:%lld:%lld", len ? " " : "",
+                     names[i], real, (long long)st.st_size,
+                     (long long)st.st_mtim.tv_sec * 1000000000LL +
+                         st.st_mtim.tv_nsec);
+        if (w < 0 || (size_t)w >= n - len) {
+            return -1;
+        }
+        len += (size_t)w;
+    }
+    return 0;
+}
+
+/* 1 if word is one of the space-separated words of list. */
+static int
+has_word(const char *list, const char *word)
+{
+    size_t wl = strlen(word);
+    const char *p = list;
+
+    while ((p = strstr(p, word)) != NULL) {
+        if ((p == list || p[-1] == ' ') && (p[wl] == ' ' || p[wl] == '\0')) {
+            return 1;
+        }
+        p += wl;
+    }
+    return 0;
+}
+
+/*
+ * The ISAs torch advertises here (x86_isa_checker() matched against
+ * supported_vec_isa_list, sorted, ';'-joined), from the kernel's CPU flags,
+ * which it clears for state the OS does not enable. 0 or -1.
+ */
+static int
+advertised_isas(char *out, size_t n)
+{
+    static const char *const isas[] = {"avx2", "avx512", "avx512 avx512_vnni",
+                                       "avx512 avx512_vnni amx_tile"};
+    char line[8192];
+    const char *flags = NULL;
+    int avx512, have[4];
+    size_t i, len = 0;
+    FILE *f = fopen("/proc/cpuinfo", "r");
+
+    if (!f) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "flags", 5) == 0 && strchr(line, ':')) {
+            line[strcspn(line, "\n")] = '\0';
+            flags = strchr(line, ':') + 1;
+            break;
+        }
+    }
+    fclose(f);
+    if (!flags) {
+        return -1;
+    }
+    avx512 = has_word(flags, "avx512f") && has_word(flags, "avx512dq") &&
+             has_word(flags, "avx512bw") && has_word(flags, "avx512vl");
+    have[0] = has_word(flags, "avx2");
+    have[1] = avx512;
+    have[2] = avx512 && has_word(flags, "avx512_vnni");
+    have[3] = have[2] && has_word(flags, "amx_tile");
+    out[0] = '\0';
+    for (i = 0; i < 4; i++) {
+        if (have[i]) {
+            len += (size_t)snprintf(out + len, n - len, "%s%s", len ? ";" : "",
+                                    isas[i]);
+        }
+    }
+    return 0;
+}
+
+/*
+ * 1 when the store records that torch's vector ISA probe passed for this
+ * toolchain, compiler and CPU (entry isa1/<blake3>, meta vec_isa_ok=1),
+ * on a CPU device class; 0 otherwise, and whenever any input is unsure.
+ */
+static int
+vec_isa_known_ok(mithril_store *s, const char *tc)
+{
+    char text[4 * PATH_MAX], cc[3 * PATH_MAX], isas[128], dev[32];
+    char key[8 + MITHRIL_HEX_SIZE], hex[MITHRIL_HEX_SIZE];
+    uint8_t digest[MITHRIL_BLAKE3_OUT_LEN];
+    mithril_entry *e = NULL;
+    mithril_device d;
+    int n, ok;
+
+    if (mithril_device_detect(&d) < 0 ||
+        mithril_device_format(&d, dev, sizeof(dev)) < 0 ||
+        strncmp(dev, "cpu", 3) != 0) {
+        return 0;
+    }
+    if (compiler_identity(cc, sizeof(cc)) < 0 ||
+        advertised_isas(isas, sizeof(isas)) < 0 || !*isas) {
+        return 0;
+    }
+    n = snprintf(text, sizeof(text), "mithril vec isa v1\n%s\n%s\n%s\n", tc, cc,
+                 isas);
+    if (n < 0 || (size_t)n >= sizeof(text)) {
+        return 0;
+    }
+    mithril_blake3_hash(text, (size_t)n, digest);
+    mithril_hex(digest, sizeof(digest), hex);
+    snprintf(key, sizeof(key), "isa1/%s", hex);
+    if (mithril_entry_peek(s, key, &e) < 0) {
+        return 0;
+    }
+    ok = has_word(e->meta, "vec_isa_ok=1");
+    mithril_entry_free(e);
+    return ok;
+}
+
+#else
+
+static int
+vec_isa_known_ok(mithril_store *s, const char *tc)
+{
+    (void)s;
+    (void)tc;
+    return 0;
+}
+
+#endif
+
+static int
+set_child_env(const char *work, const char *store_dir, const char *tc,
+              int vec_isa_ok)
 {
     char path[PATH_MAX + 16];
 
@@ -348,13 +565,16 @@ set_child_env(const char *work, const char *store_dir, const char *tc)
         setenv("TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS", "0", 0) < 0) {
         return -errno;
     }
+    if (vec_isa_ok && setenv("TORCHINDUCTOR_VEC_ISA_OK", "1", 0) < 0) {
+        return -errno;
+    }
     return 0;
 }
 
 /* Restore before the run; the store is closed on return. */
 static int
 prepare(const char *work_flag, const char *tc_flag, char **cmd, int verbose,
-        char *work, char *store_dir, char *tc)
+        char *work, char *store_dir, char *tc, int *vec_isa_ok)
 {
     mithril_sync_result r;
     mithril_store *s = cli_open_store(MITHRIL_OPEN_CREATE);
@@ -376,6 +596,9 @@ prepare(const char *work_flag, const char *tc_flag, char **cmd, int verbose,
     if (rc < 0) {
         cli_error("toolchain text too long", "", rc);
         goto out;
+    }
+    if (!getenv("TORCHINDUCTOR_VEC_ISA_OK")) {
+        *vec_isa_ok = vec_isa_known_ok(s, tc);
     }
     rc = mithril_restore(s, work, tc, &r);
     if (rc < 0) {
@@ -421,7 +644,7 @@ cmd_run(int argc, char **argv)
     char work[PATH_MAX], store_dir[PATH_MAX], tc[TOOLCHAIN_MAX];
     const char *work_flag = NULL, *tc_flag = NULL;
     char **cmd;
-    int opt, verbose = 0, status = 0;
+    int opt, verbose = 0, status = 0, vec_isa_ok = 0;
     pid_t pid, w;
 
     while ((opt = getopt_long(argc, argv, "+vqh", longopts, NULL)) != -1) {
@@ -450,8 +673,9 @@ cmd_run(int argc, char **argv)
         exec_or_die(cmd);
     }
 
-    if (prepare(work_flag, tc_flag, cmd, verbose, work, store_dir, tc) < 0 ||
-        set_child_env(work, store_dir, tc) < 0) {
+    if (prepare(work_flag, tc_flag, cmd, verbose, work, store_dir, tc,
+                &vec_isa_ok) < 0 ||
+        set_child_env(work, store_dir, tc, vec_isa_ok) < 0) {
         fprintf(stderr,
                 "mithril: warning: running '%s' without the "
                 "cache\n",

@@ -6,6 +6,7 @@ layer's. Torch processes are few and the model tiny (slow shared CPUs)."""
 
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -169,6 +170,56 @@ def test_toolchain_text_equals_python_layer(mithril_bin, tmp_path):
     v = subprocess.run([PY, "-c", "import torch; print(torch.__version__)"],
                        capture_output=True, text=True, env=_env())
     assert v.stdout.strip() == md.version("torch")
+
+
+PRIME_ISA = r'''
+import json, sys
+import mithril_cache
+from mithril_cache import _native
+mgr = mithril_cache.enable(dir=sys.argv[1], work_dir=sys.argv[2])
+print(json.dumps([e["meta"] for e in _native.entries(mgr.store)
+                  if e["key"].startswith("isa1/")]))
+'''
+
+SHOW_ISA = 'import os; print(os.environ.get("TORCHINDUCTOR_VEC_ISA_OK"))'
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or
+                    platform.machine() not in ("x86_64", "AMD64"),
+                    reason="the vector ISA verdict is taken on x86 Linux")
+def test_vec_isa_knob_set_like_enable(mithril_bin, tmp_path):
+    env = _env(PYTHONPATH=_pythonpath(mithril_bin))
+    env.pop("TORCHINDUCTOR_VEC_ISA_OK", None)
+    dev = subprocess.run(
+        [PY, "-c", "from mithril_cache import _native; "
+         "print(_native.device_detect())"],
+        capture_output=True, text=True, env=env)
+    if not dev.stdout.startswith("cpu"):
+        pytest.skip("the verdict is taken on CPU device classes only")
+
+    # enable() takes the verdict (torch's own probe) and keeps it as an
+    # entry isa1/<hash> of the store.
+    store = tmp_path / "store"
+    p = subprocess.run([PY, "-c", PRIME_ISA, str(store), str(tmp_path / "w")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    verdicts = json.loads(p.stdout.strip().splitlines()[-1])
+    assert len(verdicts) == 1 and "kind=isa" in verdicts[0], verdicts
+    want = "1" if "vec_isa_ok=1" in verdicts[0] else "None"
+
+    def show(store, **extra):
+        run_env = dict(env, **extra)
+        p = _run(mithril_bin, store, "run", "--", PY, "-c", SHOW_ISA,
+                 env=run_env)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+
+    # run finds the same entry enable() wrote and sets the knob likewise.
+    assert show(store) == want
+    # A fresh store holds no verdict: the knob is left alone.
+    assert show(tmp_path / "empty") == "None"
+    # The user's own choice is kept.
+    assert show(store, TORCHINDUCTOR_VEC_ISA_OK="0") == "0"
 
 
 def test_exit_status_and_signal_pass_through(mithril_bin, tmp_path):
