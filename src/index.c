@@ -1429,6 +1429,66 @@ entry_put_txn(mithril_store *s, const char *key, const mithril_item *items,
 }
 
 int
+mi_entry_put_many(mithril_store *s, struct mi_put *puts, size_t n)
+{
+    struct mi_index *ix = NULL;
+    struct mi_totals t;
+    mithril_gc_result gc;
+    MDB_txn *txn = NULL;
+    size_t i;
+    int rc;
+
+    for (i = 0; i < n; i++) {
+        puts[i].rc = validate_put(puts[i].key, puts[i].items, puts[i].n_items);
+    }
+    if ((rc = get_index_rw(s, &ix)) < 0) {
+        for (i = 0; i < n; i++) {
+            puts[i].rc = puts[i].rc < 0 ? puts[i].rc : rc;
+        }
+        return rc;
+    }
+    rc = db_err(mdb_txn_begin(ix->env, NULL, 0, &txn), "begin");
+    if (rc == 0) {
+        rc = totals_get(ix, txn, &t);
+    }
+    for (i = 0; i < n && rc == 0; i++) {
+        if (puts[i].rc == 0) {
+            rc = put_in_txn(s, ix, txn, puts[i].key, puts[i].items,
+                            puts[i].n_items, puts[i].meta, 1, &t);
+        }
+    }
+    if (rc == 0) {
+        rc = totals_put(ix, txn, &t);
+    }
+    if (rc == 0) {
+        rc = db_err(mdb_txn_commit(txn), "commit");
+    } else if (txn) {
+        mdb_txn_abort(txn);
+    }
+    if (rc < 0) {
+        /* One of them failed: each on its own, with its own answer. */
+        for (i = 0; i < n; i++) {
+            if (puts[i].rc == 0) {
+                puts[i].rc = entry_put_txn(s, puts[i].key, puts[i].items,
+                                           puts[i].n_items, puts[i].meta);
+            }
+        }
+        gone_sweep(s);
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        if (puts[i].rc == 0 && (s->remote || s->remote_url)) {
+            mi_remote_enqueue_entry(s, puts[i].key);
+        }
+    }
+    if (t.size_bytes > mi_index_cap(s)) {
+        evict(s, ix, mi_index_cap(s), MI_ORPHAN_GRACE_NS, &gc);
+    }
+    gone_sweep(s);
+    return 0;
+}
+
+int
 mithril_entry_put(mithril_store *s, const char *key, const mithril_item *items,
                   size_t n_items, const char *meta)
 {

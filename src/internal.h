@@ -156,6 +156,21 @@ void mi_index_close(mithril_store *s);
 int mi_index_blob_added(mithril_store *s, const char *addr, uint64_t stored,
                         uint64_t logical);
 int mi_index_blob_removed(mithril_store *s, const char *addr);
+/*
+ * Record several entries in one index transaction (one synced commit):
+ * each as mithril_entry_put would, each with its own answer in rc. If the
+ * shared transaction fails, every entry is retried on its own. Returns 0,
+ * or a negative code when the index cannot be opened at all (also in
+ * every rc).
+ */
+struct mi_put {
+    const char *key;
+    const mithril_item *items;
+    size_t n_items;
+    const char *meta;
+    int rc;
+};
+int mi_entry_put_many(mithril_store *s, struct mi_put *puts, size_t n);
 
 /* ---- remote.c, sign.c ---- */
 

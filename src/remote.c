@@ -1116,7 +1116,7 @@ struct fetch_result {
  */
 static int
 fetch_entry(mithril_store *s, redisContext *c, struct direct_in *d,
-            const char *key, struct fetch_result *res)
+            const char *key, struct fetch_result *res, struct mi_wire *keep)
 {
     char rkey[600];
     const char *argv[2] = {"GET", rkey};
@@ -1167,6 +1167,11 @@ fetch_entry(mithril_store *s, redisContext *c, struct direct_in *d,
                "address",
                key);
         mithril_stats_add(s, MITHRIL_COUNTER_REJECTED, 1);
+    }
+    if (rc == 0 && keep) {
+        /* Blobs durable and verified: the caller records it (batched). */
+        *keep = w;
+        return 0;
     }
     if (rc == 0) {
         fetching = 1;
@@ -1318,7 +1323,7 @@ mi_remote_fetch_entry(mithril_store *s, const char *key)
         if (!r->fg_in) {
             r->fg_in = direct_in_new(); /* NULL: hiredis reads the blobs */
         }
-        rc = fetch_entry(s, c, r->fg_in, key, &res);
+        rc = fetch_entry(s, c, r->fg_in, key, &res, NULL);
         after_fg(s, r, rc, t0);
     }
     sigpipe_restore(&old);
@@ -1691,7 +1696,14 @@ remote_keys(redisContext *c, const char *toolchain, struct key_list *l)
  * its own, so that one entry's network transfer overlaps another's
  * hashing and durable writes. The first remote failure stops them all.
  */
-#define POOL 8
+#define POOL  8
+#define BATCH 16 /* pulled entries recorded per index commit */
+
+/* Pulled entries whose blobs are stored, waiting to be recorded. */
+struct pending {
+    struct mi_wire w[BATCH];
+    size_t n;
+};
 
 struct pool {
     mithril_store *s;
@@ -1710,8 +1722,8 @@ struct pool {
 
 /* Move one entry; counts go to res. Negative only for a remote failure. */
 static int
-pool_one(struct pool *p, redisContext **c, struct direct_in *d, const char *key,
-         mithril_sync_result *res)
+pool_one(struct pool *p, redisContext **c, struct direct_in *d,
+         struct pending *pend, const char *key, mithril_sync_result *res)
 {
     struct fetch_result fr = {0, 0};
     mithril_entry *e = NULL;
@@ -1739,7 +1751,12 @@ pool_one(struct pool *p, redisContext **c, struct direct_in *d, const char *key,
         }
     }
     if (p->pull) {
-        rc = fetch_entry(p->s, *c, d, key, &fr);
+        rc =
+            fetch_entry(p->s, *c, d, key, &fr, pend ? &pend->w[pend->n] : NULL);
+        if (rc == 0 && pend) {
+            /* Counted when pending_flush records it. */
+            pend->n++;
+        }
     } else {
         rc = push_entry(p->s, *c, e, &fr.files, &fr.bytes);
         mithril_entry_free(e);
@@ -1753,6 +1770,9 @@ pool_one(struct pool *p, redisContext **c, struct direct_in *d, const char *key,
         return MITHRIL_EREMOTE;
     }
     breaker_ok(p->r);
+    if (rc == 0 && pend) {
+        return 0;
+    }
     if (rc == 0) {
         res->entries++;
         if (p->pull) {
@@ -1771,12 +1791,44 @@ pool_one(struct pool *p, redisContext **c, struct direct_in *d, const char *key,
     return 0;
 }
 
+/* Record the pending entries in one index commit; counts go to res. */
+static void
+pending_flush(struct pool *p, struct pending *pend, mithril_sync_result *res)
+{
+    struct mi_put puts[BATCH];
+    size_t i;
+
+    for (i = 0; i < pend->n; i++) {
+        puts[i].key = pend->w[i].key;
+        puts[i].items = pend->w[i].items;
+        puts[i].n_items = pend->w[i].n_items;
+        puts[i].meta = pend->w[i].meta;
+    }
+    fetching = 1;
+    mi_entry_put_many(p->s, puts, pend->n);
+    fetching = 0;
+    for (i = 0; i < pend->n; i++) {
+        if (puts[i].rc == 0) {
+            res->entries++;
+            /* An entry this store lacked, served by the remote. */
+            mithril_stats_add(p->s, MITHRIL_COUNTER_REMOTE_HIT, 1);
+        } else {
+            mi_log(MITHRIL_LOG_DEBUG, "pull: entry '%s' skipped: %s",
+                   puts[i].key, mithril_strerror(puts[i].rc));
+            res->skipped++;
+        }
+        mi_wire_release(&pend->w[i]);
+    }
+    pend->n = 0;
+}
+
 static void *
 pool_worker(void *arg)
 {
     struct pool *p = arg;
     redisContext *c = NULL;
     struct direct_in *d = p->pull ? direct_in_new() : NULL;
+    struct pending *pend = p->pull ? calloc(1, sizeof(*pend)) : NULL;
     mithril_sync_result one;
     sigset_t old;
     size_t i;
@@ -1792,7 +1844,10 @@ pool_worker(void *arg)
         i = p->next++;
         pthread_mutex_unlock(&p->mu);
         memset(&one, 0, sizeof(one));
-        rc = pool_one(p, &c, d, p->keys[i], &one);
+        rc = pool_one(p, &c, d, pend, p->keys[i], &one);
+        if (pend && (pend->n == BATCH || rc < 0)) {
+            pending_flush(p, pend, &one);
+        }
         pthread_mutex_lock(&p->mu);
         p->res.entries += one.entries;
         p->res.files += one.files;
@@ -1808,6 +1863,15 @@ pool_worker(void *arg)
         }
         pthread_mutex_unlock(&p->mu);
     }
+    if (pend && pend->n > 0) {
+        memset(&one, 0, sizeof(one));
+        pending_flush(p, pend, &one);
+        pthread_mutex_lock(&p->mu);
+        p->res.entries += one.entries;
+        p->res.skipped += one.skipped;
+        pthread_mutex_unlock(&p->mu);
+    }
+    free(pend);
     if (c) {
         redisFree(c);
     }

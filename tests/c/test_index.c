@@ -149,6 +149,70 @@ test_missing_blob(void)
     mithril_store_close(s);
 }
 
+/* Several entries in one commit; a bad one answers alone. */
+static void
+test_put_many(void)
+{
+    mithril_store *s = open_store();
+    mithril_entry *e = NULL;
+    mithril_item it[3];
+    struct mi_put puts[4];
+    struct mi_totals before, after;
+    char a[MITHRIL_HEX_SIZE], b[MITHRIL_HEX_SIZE], absent[MITHRIL_HEX_SIZE];
+    int i;
+
+    blob(s, "many one", a);
+    blob(s, "many two", b);
+    memset(absent, 'b', 64);
+    absent[64] = 0;
+    it[0] = item("one", a, 8);
+    it[1] = item("two", b, 8);
+    it[2] = item("gone", absent, 3);
+    totals(s, &before);
+    memset(puts, 0, sizeof(puts));
+    puts[0] = (struct mi_put){"k-many-1", &it[0], 1, "kind=a", -1};
+    puts[1] = (struct mi_put){"k-many-2", &it[1], 1, "kind=b", -1};
+    CHECK_EQ_INT(mi_entry_put_many(s, puts, 2), 0);
+    CHECK_EQ_INT(puts[0].rc, 0);
+    CHECK_EQ_INT(puts[1].rc, 0);
+    totals(s, &after);
+    CHECK_EQ_INT(after.entries, before.entries + 2);
+
+    /* Invalid key, missing blob, two good ones (one replacing). */
+    puts[0] = (struct mi_put){"", &it[0], 1, NULL, -1};
+    puts[1] = (struct mi_put){"k-many-3", &it[2], 1, NULL, -1};
+    puts[2] = (struct mi_put){"k-many-4", &it[0], 2, "kind=c", -1};
+    puts[3] = (struct mi_put){"k-many-1", &it[1], 1, "kind=d", -1};
+    CHECK_EQ_INT(mi_entry_put_many(s, puts, 4), 0);
+    CHECK_EQ_INT(puts[0].rc, MITHRIL_EINVAL);
+    CHECK_EQ_INT(puts[1].rc, MITHRIL_ENOTFOUND);
+    CHECK_EQ_INT(puts[2].rc, 0);
+    CHECK_EQ_INT(puts[3].rc, 0);
+    CHECK_EQ_INT(mithril_entry_peek(s, "k-many-3", &e), MITHRIL_ENOTFOUND);
+    CHECK_EQ_INT(mithril_entry_peek(s, "k-many-1", &e), 0);
+    if (e) {
+        CHECK_EQ_STR(e->meta, "kind=d");
+        CHECK_EQ_STR(e->items[0].addr, b);
+        mithril_entry_free(e);
+        e = NULL;
+    }
+    CHECK_EQ_INT(mithril_entry_peek(s, "k-many-4", &e), 0);
+    if (e) {
+        CHECK_EQ_INT(e->n_items, 2);
+        mithril_entry_free(e);
+        e = NULL;
+    }
+    totals(s, &after);
+    CHECK_EQ_INT(after.entries, before.entries + 3);
+    for (i = 1; i <= 4; i++) {
+        char k[32];
+
+        snprintf(k, sizeof(k), "k-many-%d", i);
+        mithril_entry_delete(s, k);
+    }
+    mithril_store_close(s);
+}
+
 static void
 test_replace_and_shared_refs(void)
 {
@@ -605,6 +669,7 @@ main(void)
     dir = check_tmpdir();
     RUN(test_put_get_peek_delete);
     RUN(test_missing_blob);
+    RUN(test_put_many);
     RUN(test_replace_and_shared_refs);
     RUN(test_invalid);
     RUN(test_persistence);
