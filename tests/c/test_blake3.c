@@ -7,9 +7,10 @@
  * run is forced in turn. Also the MITHRIL_BLAKE3_IMPL cap (in fresh
  * processes) and the hex helpers.
  *
- * The vectors file is ../shared/vectors/blake3.json from
- * MITHRIL_SOURCE_DIR (ctest sets it). It is
- * read by a small reader made for its fixed layout.
+ * The vectors file is tests/vectors/blake3.json under MITHRIL_SOURCE_DIR
+ * (ctest sets it): the official BLAKE3 vectors, kept in the tree so a clone
+ * tests itself wherever it lies. It is read by a small reader made for its
+ * fixed layout.
  */
 #include "check.h"
 
@@ -97,11 +98,12 @@ load_vectors(void)
     const char *p;
 
     if (src) {
-        snprintf(path, sizeof(path), "%s/../shared/vectors/blake3.json", src);
+        snprintf(path, sizeof(path), "%s/tests/vectors/blake3.json", src);
         text = slurp(path);
     }
     if (!text) {
-        fprintf(stderr, "blake3.json not found\n");
+        fprintf(stderr, "tests/vectors/blake3.json not found "
+                        "(is MITHRIL_SOURCE_DIR set?)\n");
         return -1;
     }
     p = json_string(text, "key", vkey, sizeof(vkey));
