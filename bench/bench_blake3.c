@@ -9,7 +9,7 @@
  *                                 on a busy machine)
  *   blake3_best_bytes_per_s <float> the fastest repeat
  *   blake3_hash <hex>             the digest (to compare with b3sum)
- * MITHRIL_BLAKE3_IMPL=portable|sse41|avx2 caps the implementation.
+ * MITHRIL_BLAKE3_IMPL=portable|sse41|avx2|avx512 caps the implementation.
  */
 #include "mithril/mithril.h"
 

@@ -19,8 +19,8 @@
  *
  * Speed. An update that covers whole subtrees hashes them wide: the
  * chunks of a subtree go to the implementation's hash_many several at a
- * time (4 with SSE4.1, 8 with AVX2), then the parents level by level the
- * same way, down to two CVs that are pushed on the stack.
+ * time (4 with SSE4.1, 8 with AVX2, 16 with AVX-512), then the parents level by
+ * level the same way, down to two CVs that are pushed on the stack.
  */
 #include "blake3_impl.h"
 
@@ -41,15 +41,19 @@ static const struct mi_b3_ops ops_avx2 = {
     "avx2", 8, mi_b3_compress_in_place_sse41, mi_b3_compress_xof_sse41,
     mi_b3_hash_many_avx2};
 
+static const struct mi_b3_ops ops_avx512 = {
+    "avx512", 16, mi_b3_compress_in_place_sse41, mi_b3_compress_xof_sse41,
+    mi_b3_hash_many_avx512};
+
 /*
  * Ordered from the least to the most capable; each needs what the one
- * before it needs. Limitation: no AVX-512 code (none of the machines this
- * was written on could test it), so AVX-512 CPUs use AVX2.
+ * before it needs.
  */
 static const struct mi_b3_ops *const all_ops[] = {
     &ops_portable,
     &ops_sse41,
     &ops_avx2,
+    &ops_avx512,
 };
 #define N_OPS (sizeof(all_ops) / sizeof(all_ops[0]))
 
@@ -57,8 +61,8 @@ static const struct mi_b3_ops *chosen_ops;
 
 /*
  * 1 when this CPU can run ops. The compiler's CPU check reads cpuid and,
- * for AVX2, also xgetbv, so it is false when the OS does not save the
- * 256-bit registers.
+ * for AVX2 and AVX-512, also xgetbv, so it is false when the OS does not
+ * save the 256-bit (or the 512-bit and mask) registers.
  */
 static int
 cpu_can_run(const struct mi_b3_ops *ops)
@@ -73,6 +77,11 @@ cpu_can_run(const struct mi_b3_ops *ops)
     if (ops == &ops_avx2) {
         return __builtin_cpu_supports("sse4.1") &&
                __builtin_cpu_supports("avx2");
+    }
+    if (ops == &ops_avx512) {
+        return __builtin_cpu_supports("sse4.1") &&
+               __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("avx512f");
     }
     return 0;
 }

@@ -34,8 +34,8 @@ enum {
 #define MI_B3_BLOCK_LEN MITHRIL_BLAKE3_BLOCK_LEN
 #define MI_B3_CHUNK_LEN MITHRIL_BLAKE3_CHUNK_LEN
 #define MI_B3_OUT_LEN   MITHRIL_BLAKE3_OUT_LEN
-/* The widest hash_many of any implementation here (AVX2: 8 lanes). */
-#define MI_B3_MAX_DEGREE 8
+/* The widest hash_many of any implementation here (AVX-512: 16 lanes). */
+#define MI_B3_MAX_DEGREE 16
 
 /*
  * Defined here, not in one .c file, so that each implementation sees the
@@ -244,11 +244,18 @@ void mi_b3_hash_many_avx2(const uint8_t *const *inputs, size_t n, size_t blocks,
                           int increment_counter, uint8_t flags,
                           uint8_t flags_start, uint8_t flags_end, uint8_t *out);
 
+/* blake3_avx512.c: only call when the CPU has AVX-512F (and so AVX2). */
+void mi_b3_hash_many_avx512(const uint8_t *const *inputs, size_t n,
+                            size_t blocks, const uint32_t key[8],
+                            uint64_t counter, int increment_counter,
+                            uint8_t flags, uint8_t flags_start,
+                            uint8_t flags_end, uint8_t *out);
+
 /* blake3.c: the implementation in use (chosen at first use). */
 const struct mi_b3_ops *mi_b3_ops(void);
 /*
  * The table of the implementation called name ("portable", "sse41",
- * "avx2"), or NULL when unknown or this CPU cannot run it.
+ * "avx2", "avx512"), or NULL when unknown or this CPU cannot run it.
  */
 const struct mi_b3_ops *mi_b3_ops_named(const char *name);
 /*
