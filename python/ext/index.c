@@ -556,36 +556,49 @@ py_flush(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Each runs inside enter/leave of its Store argument (ext.h). */
+MX_GUARD_KW(py_entry_put)
+MX_GUARD_KW(py_entry_get)
+MX_GUARD_KW(py_entry_peek)
+MX_GUARD_KW(py_stats_add)
+MX_GUARD_KW(py_gc)
+MX_GUARD(py_entry_delete)
+MX_GUARD(py_entries)
+MX_GUARD(py_stats)
+MX_GUARD(py_stats_zero)
+MX_GUARD(py_verify)
+MX_GUARD(py_flush)
+
 #define KW(fn) (PyCFunction)(void (*)(void))(fn), METH_VARARGS | METH_KEYWORDS
 
 static PyMethodDef index_methods[] = {
-    {"entry_put", KW(py_entry_put),
+    {"entry_put", KW(py_entry_put_guarded),
      "entry_put(store, key, items, meta=''): record an entry; items is a "
      "sequence of (name, addr, size, mode) of blobs already stored."},
-    {"entry_get", KW(py_entry_get),
+    {"entry_get", KW(py_entry_get_guarded),
      "entry_get(store, key) -> dict: look key up, refreshing its recency; "
      "NotFoundError on a miss. Treat a blob missing later as a miss too."},
-    {"entry_peek", KW(py_entry_peek),
+    {"entry_peek", KW(py_entry_peek_guarded),
      "entry_peek(store, key) -> dict: look up without touching recency or "
      "counters."},
-    {"entry_delete", py_entry_delete, METH_VARARGS,
+    {"entry_delete", py_entry_delete_guarded, METH_VARARGS,
      "entry_delete(store, key): remove an entry (NotFoundError if absent)."},
-    {"entries", py_entries, METH_VARARGS,
+    {"entries", py_entries_guarded, METH_VARARGS,
      "entries(store) -> list of entry dicts, least recently used first."},
-    {"stats", py_stats, METH_VARARGS,
+    {"stats", py_stats_guarded, METH_VARARGS,
      "stats(store) -> dict of counters and sizes."},
-    {"stats_zero", py_stats_zero, METH_VARARGS,
+    {"stats_zero", py_stats_zero_guarded, METH_VARARGS,
      "stats_zero(store): reset the event counters, not the sizes."},
-    {"stats_add", KW(py_stats_add),
+    {"stats_add", KW(py_stats_add_guarded),
      "stats_add(store, counter, n=1): add to graph_hit, graph_miss, "
      "remote_hit, remote_miss, remote_error or rejected."},
-    {"gc", KW(py_gc),
+    {"gc", KW(py_gc_guarded),
      "gc(store, max_bytes=0) -> dict: evict least recently used entries "
      "down to max_bytes (0: the configured cap)."},
-    {"verify", py_verify, METH_VARARGS,
+    {"verify", py_verify_guarded, METH_VARARGS,
      "verify(store) -> dict: re-hash every blob, check every entry, repair; "
      "'problems' lists (what, which) pairs."},
-    {"flush", py_flush, METH_VARARGS,
+    {"flush", py_flush_guarded, METH_VARARGS,
      "flush(store): apply batched recency updates now."},
     {NULL, NULL, 0, NULL},
 };

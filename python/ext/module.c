@@ -48,6 +48,57 @@ mx_store_arg(PyObject *module, PyObject *obj, const char *fn)
     return s;
 }
 
+mithril_store *
+mx_store_enter(mx_store_object *o)
+{
+    if (!o->store) {
+        PyErr_SetString(mx_get_state(o->module)->error, "the store is closed");
+        return NULL;
+    }
+    o->active++;
+    return o->store;
+}
+
+void
+mx_store_leave(mx_store_object *o)
+{
+    mithril_store *s;
+
+    if (--o->active == 0 && o->closing) {
+        s = o->closing;
+        o->closing = NULL;
+        Py_BEGIN_ALLOW_THREADS mithril_store_close(s);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+PyObject *
+mx_with_store(PyObject *module, PyObject *args, PyObject *kw, mx_store_fn fn)
+{
+    mx_state *st = mx_get_state(module);
+    mx_store_object *o = NULL;
+    PyObject *obj = NULL, *ret;
+
+    if (PyTuple_GET_SIZE(args) > 0) {
+        obj = PyTuple_GET_ITEM(args, 0);
+    } else if (kw && PyDict_Check(kw)) {
+        obj = PyDict_GetItemString(kw, "store");
+    }
+    if (obj && st->store_type &&
+        PyObject_TypeCheck(obj, (PyTypeObject *)st->store_type) &&
+        ((mx_store_object *)obj)->store) {
+        o = (mx_store_object *)obj;
+        Py_INCREF(obj);
+        o->active++;
+    }
+    ret = fn(module, args, kw);
+    if (o) {
+        mx_store_leave(o);
+        Py_DECREF(obj);
+    }
+    return ret;
+}
+
 PyObject *
 mx_sync_result_dict(const mithril_sync_result *r)
 {

@@ -217,30 +217,41 @@ py_set_secret(PyObject *module, PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
+/* Each runs inside enter/leave of its Store argument (ext.h). */
+MX_GUARD_KW(py_set_remote)
+MX_GUARD_KW(py_push)
+MX_GUARD_KW(py_pull)
+MX_GUARD_KW(py_export)
+MX_GUARD_KW(py_import)
+MX_GUARD_KW(py_drain)
+MX_GUARD_KW(py_set_secret)
+
 static PyMethodDef remote_methods[] = {
-    {"set_remote", (PyCFunction)(void (*)(void))py_set_remote,
+    {"set_remote", (PyCFunction)(void (*)(void))py_set_remote_guarded,
      METH_VARARGS | METH_KEYWORDS,
      "set_remote(store, url, read_only=False): share through the Redis "
      "remote at url (redis://HOST:PORT[/DB]); None detaches it."},
-    {"push", (PyCFunction)(void (*)(void))py_push, METH_VARARGS | METH_KEYWORDS,
+    {"push", (PyCFunction)(void (*)(void))py_push_guarded,
+     METH_VARARGS | METH_KEYWORDS,
      "push(store, toolchain=None) -> dict: send entries (all, or one "
      "toolchain's) and their blobs to the remote."},
-    {"pull", (PyCFunction)(void (*)(void))py_pull, METH_VARARGS | METH_KEYWORDS,
+    {"pull", (PyCFunction)(void (*)(void))py_pull_guarded,
+     METH_VARARGS | METH_KEYWORDS,
      "pull(store, toolchain=None) -> dict: fetch entries the store lacks "
      "from the remote, verified."},
-    {"export_archive", (PyCFunction)(void (*)(void))py_export,
+    {"export_archive", (PyCFunction)(void (*)(void))py_export_guarded,
      METH_VARARGS | METH_KEYWORDS,
      "export_archive(store, path, toolchain=None) -> dict: write entries "
      "and their blobs into one archive file."},
-    {"import_archive", (PyCFunction)(void (*)(void))py_import,
+    {"import_archive", (PyCFunction)(void (*)(void))py_import_guarded,
      METH_VARARGS | METH_KEYWORDS,
      "import_archive(store, path) -> dict: load an archive, verifying "
      "every blob and signature."},
-    {"remote_drain", (PyCFunction)(void (*)(void))py_drain,
+    {"remote_drain", (PyCFunction)(void (*)(void))py_drain_guarded,
      METH_VARARGS | METH_KEYWORDS,
      "remote_drain(store, timeout_ms=1000) -> bool: wait for queued writes "
      "to reach the remote; False if some were still pending."},
-    {"set_secret", (PyCFunction)(void (*)(void))py_set_secret,
+    {"set_secret", (PyCFunction)(void (*)(void))py_set_secret_guarded,
      METH_VARARGS | METH_KEYWORDS,
      "set_secret(store, secret): sign entries leaving the store and reject "
      "unsigned or wrongly signed ones arriving; None turns it off."},

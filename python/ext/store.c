@@ -15,45 +15,30 @@
  *
  * Every library call that touches files runs with the GIL released, so
  * threads sharing one Store run their I/O in parallel (the library handle
- * is thread safe). The object starts with mx_store_object (ext.h) so the
- * module's other parts read ->store directly; the fields after it count
- * the calls in flight so close() never frees the handle under one of
- * them: the last call to leave closes it.
+ * is thread safe). The object is an mx_store_object (ext.h), which counts
+ * the calls in flight so close() never frees the handle under one of them:
+ * the last call to leave closes it. The module's functions that take a
+ * Store enter and leave it the same way (mx_with_store).
  */
 #include "ext.h"
 
 #include <stdlib.h>
 
 typedef struct {
-    mx_store_object base;   /* must stay first: other parts cast to it */
-    int active;             /* calls running with the GIL released */
-    mithril_store *closing; /* closed by the last active call */
+    mx_store_object base; /* must stay first: other parts cast to it */
 } store_object;
 
 /* The handle for one call, or NULL with an exception if closed. */
 static mithril_store *
 store_enter(store_object *self)
 {
-    if (!self->base.store) {
-        PyErr_SetString(mx_get_state(self->base.module)->error,
-                        "the store is closed");
-        return NULL;
-    }
-    self->active++;
-    return self->base.store;
+    return mx_store_enter(&self->base);
 }
 
 static void
 store_leave(store_object *self)
 {
-    mithril_store *s;
-
-    if (--self->active == 0 && self->closing) {
-        s = self->closing;
-        self->closing = NULL;
-        Py_BEGIN_ALLOW_THREADS mithril_store_close(s);
-        Py_END_ALLOW_THREADS
-    }
+    mx_store_leave(&self->base);
 }
 
 static PyObject *
@@ -120,11 +105,11 @@ static void
 store_dealloc(store_object *self)
 {
     PyTypeObject *type = Py_TYPE(self);
-    mithril_store *s = self->base.store ? self->base.store : self->closing;
+    mithril_store *s = self->base.store ? self->base.store : self->base.closing;
 
     PyObject_GC_UnTrack(self);
     self->base.store = NULL;
-    self->closing = NULL;
+    self->base.closing = NULL;
     if (s) {
         Py_BEGIN_ALLOW_THREADS mithril_store_close(s);
         Py_END_ALLOW_THREADS
@@ -418,9 +403,9 @@ store_close(store_object *self, PyObject *unused)
         Py_RETURN_NONE;
     }
     self->base.store = NULL;
-    if (self->active > 0) {
+    if (self->base.active > 0) {
         /* Calls in flight on other threads: the last one closes. */
-        self->closing = s;
+        self->base.closing = s;
         Py_RETURN_NONE;
     }
     Py_BEGIN_ALLOW_THREADS mithril_store_close(s);

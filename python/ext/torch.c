@@ -305,24 +305,31 @@ out:
     return ret;
 }
 
+/* Each runs inside enter/leave of its Store argument (ext.h). */
+MX_GUARD_KW(py_capture)
+MX_GUARD_KW(py_restore)
+MX_GUARD_KW(py_restore_entry)
+MX_GUARD_KW(py_put_files_entry)
+MX_GUARD_KW(py_touch_path)
+
 static PyMethodDef torch_methods[] = {
-    {"capture", (PyCFunction)(void (*)(void))py_capture,
+    {"capture", (PyCFunction)(void (*)(void))py_capture_guarded,
      METH_VARARGS | METH_KEYWORDS,
      "capture(store, work_dir, toolchain) -> dict: record what torch wrote "
      "under work_dir as entries tagged with toolchain."},
-    {"restore", (PyCFunction)(void (*)(void))py_restore,
+    {"restore", (PyCFunction)(void (*)(void))py_restore_guarded,
      METH_VARARGS | METH_KEYWORDS,
      "restore(store, work_dir, toolchain=None) -> dict: write the entries "
      "of toolchain (all torch entries for None) missing from work_dir."},
-    {"restore_entry", (PyCFunction)(void (*)(void))py_restore_entry,
+    {"restore_entry", (PyCFunction)(void (*)(void))py_restore_entry_guarded,
      METH_VARARGS | METH_KEYWORDS,
      "restore_entry(store, work_dir, key) -> dict: write one entry's files "
      "into work_dir (NotFoundError if absent)."},
-    {"put_files_entry", (PyCFunction)(void (*)(void))py_put_files_entry,
+    {"put_files_entry", (PyCFunction)(void (*)(void))py_put_files_entry_guarded,
      METH_VARARGS | METH_KEYWORDS,
      "put_files_entry(store, key, work_dir, relnames, meta) -> dict: store "
      "the files (relative to work_dir) and record them as one entry."},
-    {"touch_path", (PyCFunction)(void (*)(void))py_touch_path,
+    {"touch_path", (PyCFunction)(void (*)(void))py_touch_path_guarded,
      METH_VARARGS | METH_KEYWORDS,
      "touch_path(store, work_dir, path, toolchain=None) -> bool: refresh "
      "the recency of the captured entry owning path (toolchain defaults "

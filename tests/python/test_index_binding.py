@@ -2,6 +2,8 @@
 entries, counters, eviction, verification, and threads sharing a Store."""
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -122,3 +124,53 @@ def test_threads_share_a_store(store):
     e = _native.entry_peek(store, "shared")
     assert e["hits"] == 800
     assert _native.stats(store)["entries"] == 21
+
+
+CLOSE_RACE = r'''
+import os, sys, threading, time
+from mithril_cache import _native
+
+s = _native.Store(sys.argv[1])
+for i in range(300):
+    data = os.urandom(2000 + i)
+    addr = s.put(data)
+    _native.entry_put(s, "k%d" % i, [("f%d" % i, addr, len(data), 0o644)])
+problems = []
+start = threading.Barrier(5)
+
+def work(n):
+    start.wait()
+    calls = [lambda: _native.entry_get(s, "k%d" % n),
+             lambda: _native.entries(s),
+             lambda: _native.verify(s),
+             lambda: _native.stats(store=s)]
+    for _ in range(400):
+        try:
+            calls[n % 4]()
+        except _native.Error as e:
+            if "closed" not in str(e):
+                problems.append(repr(e))
+            return
+
+threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+for t in threads:
+    t.start()
+start.wait()
+time.sleep(0.05)
+s.close()
+for t in threads:
+    t.join()
+print("OK" if not problems and s.closed else problems)
+'''
+
+
+def test_close_while_module_functions_run(tmp_path):
+    # Module functions (not Store methods) also keep the handle alive until
+    # they return; a freed handle would crash the child.
+    script = tmp_path / "race.py"
+    script.write_text(CLOSE_RACE)
+    p = subprocess.run([sys.executable, str(script), str(tmp_path / "s")],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ))
+    assert p.returncode == 0, (p.returncode, p.stderr[-3000:])
+    assert p.stdout.strip() == "OK", p.stdout
