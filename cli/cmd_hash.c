@@ -12,6 +12,10 @@
  *
  * Names holding a backslash or a newline are escaped as b3sum does: the
  * line starts with a backslash, and those characters become "\\" and "\n".
+ *
+ * With --check, the arguments are check files holding such lines (what
+ * this command or b3sum printed); each named file is hashed to the length
+ * of its hex and reported "<name>: OK" or "<name>: FAILED".
  */
 #include "cli.h"
 
@@ -37,6 +41,8 @@
 
 struct hash_opts {
     int no_names;
+    int check;
+    int quiet; /* --quiet: with --check, print failures only */
     size_t out_len;
 };
 
@@ -44,10 +50,16 @@ static void
 usage(FILE *out)
 {
     fprintf(out, "usage: mithril hash [--no-names] [-l LEN] [FILE...]\n"
+                 "       mithril hash -c [--quiet] [CHECKFILE...]\n"
                  "Print the BLAKE3 hash of each FILE (standard input when "
                  "none, or '-'),\nas b3sum does: '<hex>  <name>'.\n"
                  "  -l, --length LEN  output bytes before hex (default 32)\n"
-                 "      --no-names    print the hashes alone\n");
+                 "      --no-names    print the hashes alone\n"
+                 "  -c, --check       read '<hex>  <name>' lines (as this "
+                 "command prints them)\n"
+                 "                    and check each named file: "
+                 "'<name>: OK' or 'FAILED'\n"
+                 "      --quiet       with --check, print failures only\n");
 }
 
 /*
@@ -165,21 +177,19 @@ hash_fd(int fd, uint8_t *buf, uint8_t *out, size_t out_len)
     return rc;
 }
 
-/* Print name as b3sum does (after a leading backslash when escaped). */
+/* 1 when name must be escaped in a line: it holds '\\' or a newline. */
+static int
+needs_escape(const char *name)
+{
+    return strchr(name, '\\') || strchr(name, '\n');
+}
+
+/* Write name with '\\' as "\\\\" and newline as "\\n". */
 static void
-print_line(const char *hex, const char *name, const struct hash_opts *o)
+put_escaped(const char *name)
 {
     const char *c;
 
-    if (o->no_names) {
-        printf("%s\n", hex);
-        return;
-    }
-    if (!strchr(name, '\\') && !strchr(name, '\n')) {
-        printf("%s  %s\n", hex, name);
-        return;
-    }
-    printf("\\%s  ", hex);
     for (c = name; *c; c++) {
         if (*c == '\\') {
             fputs("\\\\", stdout);
@@ -189,15 +199,45 @@ print_line(const char *hex, const char *name, const struct hash_opts *o)
             putchar(*c);
         }
     }
+}
+
+/* Print name as b3sum does (after a leading backslash when escaped). */
+static void
+print_line(const char *hex, const char *name, const struct hash_opts *o)
+{
+    if (o->no_names) {
+        printf("%s\n", hex);
+        return;
+    }
+    if (!needs_escape(name)) {
+        printf("%s  %s\n", hex, name);
+        return;
+    }
+    printf("\\%s  ", hex);
+    put_escaped(name);
     putchar('\n');
 }
 
-/* Hash one named input ("-" is standard input); CLI_OK or CLI_FAIL. */
-static int
-hash_one(const char *path, uint8_t *buf, const struct hash_opts *o)
+/* A --check verdict: "<name>: OK", escaped as b3sum does. */
+static void
+print_verdict(const char *name, const char *verdict)
 {
-    uint8_t out[MAX_LEN];
-    char hex[2 * MAX_LEN + 1];
+    if (needs_escape(name)) {
+        putchar('\\');
+        put_escaped(name);
+    } else {
+        fputs(name, stdout);
+    }
+    printf(": %s\n", verdict);
+}
+
+/*
+ * Hash one named input ("-" is standard input) into out (out_len bytes);
+ * CLI_OK, or CLI_FAIL after reporting why.
+ */
+static int
+hash_path(const char *path, uint8_t *buf, uint8_t *out, size_t out_len)
+{
     int fd, rc;
 
     if (strcmp(path, "-") == 0) {
@@ -209,7 +249,7 @@ hash_one(const char *path, uint8_t *buf, const struct hash_opts *o)
             return CLI_FAIL;
         }
     }
-    rc = hash_fd(fd, buf, out, o->out_len);
+    rc = hash_fd(fd, buf, out, out_len);
     if (fd != STDIN_FILENO) {
         close(fd);
     }
@@ -224,9 +264,133 @@ hash_one(const char *path, uint8_t *buf, const struct hash_opts *o)
         cli_error("cannot read", path, rc);
         return CLI_FAIL;
     }
+    return CLI_OK;
+}
+
+/* Hash one named input and print its line; CLI_OK or CLI_FAIL. */
+static int
+hash_one(const char *path, uint8_t *buf, const struct hash_opts *o)
+{
+    uint8_t out[MAX_LEN];
+    char hex[2 * MAX_LEN + 1];
+
+    if (hash_path(path, buf, out, o->out_len) != CLI_OK) {
+        return CLI_FAIL;
+    }
     mithril_hex(out, o->out_len, hex);
     print_line(hex, path, o);
     return CLI_OK;
+}
+
+/*
+ * Split one line of a check file, "<hex>  <name>" or, escaped,
+ * "\\<hex>  <name with \\\\ and \\n>", in place: *hex and *name point
+ * into line (name unescaped). 0, or -1 when the line is malformed.
+ */
+static int
+parse_check_line(char *line, char **hex, char **name)
+{
+    int escaped = line[0] == '\\';
+    char *h = line + escaped, *sep, *r, *w;
+    size_t n;
+
+    sep = strstr(h, "  ");
+    if (!sep) {
+        return -1;
+    }
+    n = (size_t)(sep - h);
+    if (n == 0 || n % 2 || n > 2 * MAX_LEN ||
+        strspn(h, "0123456789abcdef") != n) {
+        return -1;
+    }
+    *sep = '\0';
+    *hex = h;
+    *name = sep + 2;
+    if (!**name) {
+        return -1;
+    }
+    if (!escaped) {
+        return 0;
+    }
+    for (r = w = *name; *r; r++, w++) {
+        if (*r == '\\') {
+            r++;
+            if (*r == '\\') {
+                *w = '\\';
+            } else if (*r == 'n') {
+                *w = '\n';
+            } else {
+                return -1;
+            }
+        } else {
+            *w = *r;
+        }
+    }
+    *w = '\0';
+    return 0;
+}
+
+/*
+ * Check the lines of one check file ("-": standard input) as b3sum
+ * --check does: "<name>: OK" or "<name>: FAILED" for each. Adds the
+ * files that did not match or could not be read to *failed; CLI_FAIL
+ * also when the check file cannot be read or a line is malformed.
+ */
+static int
+check_one(const char *list, uint8_t *buf, int quiet, unsigned long *failed)
+{
+    uint8_t want[MAX_LEN], got[MAX_LEN];
+    char *line = NULL, *hex, *name;
+    size_t cap = 0, out_len;
+    unsigned long lineno = 0;
+    ssize_t n;
+    FILE *f;
+    int status = CLI_OK;
+
+    f = strcmp(list, "-") == 0 ? stdin : fopen(list, "re");
+    if (!f) {
+        cli_error("cannot read", list, -errno);
+        return CLI_FAIL;
+    }
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (n > 0 && line[n - 1] == '\n') {
+            line[--n] = '\0';
+        }
+        if (n == 0) {
+            continue;
+        }
+        if (parse_check_line(line, &hex, &name) < 0) {
+            fprintf(stderr,
+                    "mithril: error: %s:%lu: malformed line (want "
+                    "'<hex>  <name>')\n",
+                    list, lineno);
+            status = CLI_FAIL;
+            continue;
+        }
+        out_len = strlen(hex) / 2;
+        if (mithril_unhex(hex, want, out_len) < 0) {
+            fprintf(stderr, "mithril: error: %s:%lu: bad hex\n", list, lineno);
+            status = CLI_FAIL;
+            continue;
+        }
+        if (hash_path(name, buf, got, out_len) != CLI_OK ||
+            memcmp(want, got, out_len) != 0) {
+            print_verdict(name, "FAILED");
+            (*failed)++;
+        } else if (!quiet) {
+            print_verdict(name, "OK");
+        }
+    }
+    if (ferror(f)) {
+        cli_error("cannot read", list, -EIO);
+        status = CLI_FAIL;
+    }
+    free(line);
+    if (f != stdin) {
+        fclose(f);
+    }
+    return status;
 }
 
 int
@@ -235,18 +399,22 @@ cmd_hash(int argc, char **argv)
     static const struct option longopts[] = {
         {"no-names", no_argument, 0, 'N'},
         {"length", required_argument, 0, 'l'},
+        {"check", no_argument, 0, 'c'},
         CLI_COMMON_OPTIONS,
         {0, 0, 0, 0},
     };
-    struct hash_opts o = {0, MITHRIL_BLAKE3_OUT_LEN};
+    struct hash_opts o = {0, 0, 0, MITHRIL_BLAKE3_OUT_LEN};
+    unsigned long failed = 0;
     uint8_t *buf;
     char *end;
     int opt, i, status = CLI_OK;
     unsigned long len;
 
-    while ((opt = getopt_long(argc, argv, "l:qh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "l:cqh", longopts, NULL)) != -1) {
         if (opt == 'N') {
             o.no_names = 1;
+        } else if (opt == 'c') {
+            o.check = 1;
         } else if (opt == 'l') {
             errno = 0;
             len = strtoul(optarg, &end, 10);
@@ -269,12 +437,29 @@ cmd_hash(int argc, char **argv)
         cli_error("cannot allocate", "", -ENOMEM);
         return CLI_FAIL;
     }
-    if (optind >= argc) {
-        status = hash_one("-", buf, &o);
-    }
-    for (i = optind; i < argc; i++) {
-        if (hash_one(argv[i], buf, &o) != CLI_OK) {
+    o.quiet = cli.quiet;
+    if (o.check) {
+        if (optind >= argc) {
+            status = check_one("-", buf, o.quiet, &failed);
+        }
+        for (i = optind; i < argc; i++) {
+            if (check_one(argv[i], buf, o.quiet, &failed) != CLI_OK) {
+                status = CLI_FAIL;
+            }
+        }
+        if (failed) {
+            fprintf(stderr, "mithril: %lu file%s did not match\n", failed,
+                    failed == 1 ? "" : "s");
             status = CLI_FAIL;
+        }
+    } else {
+        if (optind >= argc) {
+            status = hash_one("-", buf, &o);
+        }
+        for (i = optind; i < argc; i++) {
+            if (hash_one(argv[i], buf, &o) != CLI_OK) {
+                status = CLI_FAIL;
+            }
         }
     }
     free(buf);

@@ -180,3 +180,67 @@ def test_file_cut_short_while_hashed(mithril_bin, tmp_path):
             assert len(lines) == 2
             seen.add("whole")
     assert seen
+
+
+def test_check_reports_ok_failed_and_missing(mithril_bin, tmp_path):
+    files = [write_random(tmp_path / n, s) for n, s in
+             (("a", 0), ("b", 5000), ("c", 300000), ("back\\slash", 70))]
+    p = mithril_hash(mithril_bin, *files)
+    assert p.returncode == 0, p.stderr
+    sums = tmp_path / "sums"
+    sums.write_bytes(p.stdout)
+    p = mithril_hash(mithril_bin, "--check", sums)
+    assert p.returncode == 0, p.stderr
+    names = [str(f) for f in files]
+    names[3] = "\\" + names[3].replace("\\", "\\\\")  # escaped as b3sum
+    assert p.stdout.decode() == "".join(f"{n}: OK\n" for n in names)
+
+    # One byte changed (same size), one file gone: both FAILED, status 3.
+    data = bytearray(files[2].read_bytes())
+    data[123456] ^= 1
+    files[2].write_bytes(bytes(data))
+    files[1].unlink()
+    p = mithril_hash(mithril_bin, "-c", sums)
+    assert p.returncode == 3
+    assert p.stdout.decode() == (f"{names[0]}: OK\n{names[1]}: FAILED\n"
+                                 f"{names[2]}: FAILED\n{names[3]}: OK\n")
+    assert "2 files did not match" in p.stderr.decode()
+    p = mithril_hash(mithril_bin, "-c", "--quiet", sums)
+    assert p.returncode == 3
+    assert p.stdout.decode() == f"{names[1]}: FAILED\n{names[2]}: FAILED\n"
+
+
+def test_check_reads_stdin_and_lengths(mithril_bin, tmp_path):
+    path = write_random(tmp_path / "l", 5000)
+    p = mithril_hash(mithril_bin, "-l", 100, path)
+    p = mithril_hash(mithril_bin, "-c", input=p.stdout)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode() == f"{path}: OK\n"
+
+
+@needs_b3sum
+def test_check_accepts_b3sum_output(mithril_bin, tmp_path):
+    a = write_random(tmp_path / "x", 9000)
+    b = write_random(tmp_path / "new\nline", 10)
+    sums = tmp_path / "sums"
+    sums.write_bytes(b3sum(a, b))
+    p = mithril_hash(mithril_bin, "--check", sums)
+    assert p.returncode == 0, p.stderr
+    # Same verdict lines as b3sum's own check, escaped name included.
+    assert p.stdout == b3sum("--check", sums)
+    escaped = "\\" + str(b).replace("\n", "\\n")
+    assert p.stdout.decode() == f"{a}: OK\n{escaped}: OK\n"
+
+
+def test_check_malformed_line_is_an_error(mithril_bin, tmp_path):
+    good = write_random(tmp_path / "g", 10)
+    line = mithril_hash(mithril_bin, good).stdout
+    sums = tmp_path / "sums"
+    sums.write_bytes(b"not a checksum line\n" + line + b"ABCD  " +
+                     str(good).encode() + b"\n")
+    p = mithril_hash(mithril_bin, "-c", sums)
+    assert p.returncode == 3
+    assert p.stdout.decode() == f"{good}: OK\n"
+    err = p.stderr.decode()
+    assert f"{sums}:1: malformed line" in err
+    assert f"{sums}:3: malformed line" in err
