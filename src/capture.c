@@ -1480,9 +1480,11 @@ mithril_restore(mithril_store *s, const char *work_dir, const char *toolchain,
     /*
      * With a remote, first fetch this toolchain's entries the local store
      * lacks, so a fresh machine starts warm. A dead remote costs at most
-     * its breaker's budget and turns into local misses.
+     * its breaker's budget and turns into local misses. A pull this
+     * handle just made (enable() pulls, then restores) is not repeated.
      */
-    if (toolchain && (s->remote || s->remote_url)) {
+    if (toolchain && (s->remote || s->remote_url) &&
+        !mi_remote_pulled_recently(s, toolchain)) {
         mithril_sync_result pulled;
 
         if (mithril_remote_pull(s, toolchain, NULL, NULL, &pulled) == 0) {

@@ -183,6 +183,13 @@ void mi_remote_close(mithril_store *s);
  * holding index_mu: it calls mithril_store_put and mithril_entry_put.
  */
 int mi_remote_fetch_entry(mithril_store *s, const char *key);
+/*
+ * 1 when this handle completed a pull of toolchain's entries less than
+ * MI_PULL_FRESH_NS ago: a restore right after enable()'s own pull need not
+ * list the remote's keys a second time.
+ */
+#define MI_PULL_FRESH_NS (10LL * 1000000000LL)
+int mi_remote_pulled_recently(mithril_store *s, const char *toolchain);
 /* Queue entry key for the remote after a local put; never blocks long. */
 void mi_remote_enqueue_entry(mithril_store *s, const char *key);
 /* Read MITHRIL_SECRET / MITHRIL_SECRET_FILE once (unless NO_CONFIG). */

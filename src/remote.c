@@ -100,6 +100,10 @@ struct mi_remote {
     int bg_fd;
     uint64_t dropped;
     pid_t owner; /* the process whose thread and sockets these are */
+
+    /* The last complete pull of one toolchain's entries (under mu). */
+    char pulled_tc[256];
+    int64_t pulled_ns;
 };
 
 static pthread_mutex_t attach_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -1697,7 +1701,7 @@ remote_keys(redisContext *c, const char *toolchain, struct key_list *l)
  * hashing and durable writes. The first remote failure stops them all.
  */
 #define POOL  8
-#define BATCH 16 /* pulled entries recorded per index commit */
+#define BATCH 16 /* pulled entries recorded per index commit, pool-wide */
 
 /* Pulled entries whose blobs are stored, waiting to be recorded. */
 struct pending {
@@ -1718,6 +1722,9 @@ struct pool {
     size_t done;
     int rc;
     mithril_sync_result res;
+    /* Pulled entries of all workers, waiting for one index commit. */
+    pthread_mutex_t pmu;
+    struct pending shared;
 };
 
 /* Move one entry; counts go to res. Negative only for a remote failure. */
@@ -1822,6 +1829,34 @@ pending_flush(struct pool *p, struct pending *pend, mithril_sync_result *res)
     pend->n = 0;
 }
 
+/*
+ * Hand the entries a worker fetched to the pool's shared batch, so that a
+ * small pull is one index commit whatever the number of workers. The
+ * worker that fills the batch records it, outside the lock.
+ */
+static void
+pending_share(struct pool *p, struct pending *mine, mithril_sync_result *res)
+{
+    struct pending full;
+    size_t i;
+
+    full.n = 0;
+    pthread_mutex_lock(&p->pmu);
+    for (i = 0; i < mine->n; i++) {
+        p->shared.w[p->shared.n++] = mine->w[i];
+        if (p->shared.n == BATCH) {
+            full = p->shared;
+            p->shared.n = 0;
+            /* mine holds one entry at a time: one batch at most fills. */
+        }
+    }
+    mine->n = 0;
+    pthread_mutex_unlock(&p->pmu);
+    if (full.n > 0) {
+        pending_flush(p, &full, res);
+    }
+}
+
 static void *
 pool_worker(void *arg)
 {
@@ -1845,8 +1880,8 @@ pool_worker(void *arg)
         pthread_mutex_unlock(&p->mu);
         memset(&one, 0, sizeof(one));
         rc = pool_one(p, &c, d, pend, p->keys[i], &one);
-        if (pend && (pend->n == BATCH || rc < 0)) {
-            pending_flush(p, pend, &one);
+        if (pend && pend->n > 0) {
+            pending_share(p, pend, &one);
         }
         pthread_mutex_lock(&p->mu);
         p->res.entries += one.entries;
@@ -1861,14 +1896,6 @@ pool_worker(void *arg)
         if (p->fn) {
             p->fn(p->done, p->n, p->ctx);
         }
-        pthread_mutex_unlock(&p->mu);
-    }
-    if (pend && pend->n > 0) {
-        memset(&one, 0, sizeof(one));
-        pending_flush(p, pend, &one);
-        pthread_mutex_lock(&p->mu);
-        p->res.entries += one.entries;
-        p->res.skipped += one.skipped;
         pthread_mutex_unlock(&p->mu);
     }
     free(pend);
@@ -1890,6 +1917,7 @@ pool_run(struct pool *p, mithril_sync_result *out)
     int i;
 
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->pmu, NULL);
     if (p->n > 1) {
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -1907,6 +1935,11 @@ pool_run(struct pool *p, mithril_sync_result *out)
     for (i = 0; i < started; i++) {
         pthread_join(threads[i], NULL);
     }
+    if (p->shared.n > 0) {
+        /* What the workers left, a failed pull's entries included. */
+        pending_flush(p, &p->shared, &p->res);
+    }
+    pthread_mutex_destroy(&p->pmu);
     pthread_mutex_destroy(&p->mu);
     if (p->rc < 0) {
         mi_log(MITHRIL_LOG_ERROR, "%s %s: %s",
@@ -2005,5 +2038,31 @@ mithril_remote_pull(mithril_store *s, const char *toolchain,
     p.ctx = ctx;
     rc = pool_run(&p, out);
     key_list_release(&l);
+    if (rc == 0 && toolchain && strlen(toolchain) < sizeof(r->pulled_tc)) {
+        pthread_mutex_lock(&r->mu);
+        memcpy(r->pulled_tc, toolchain, strlen(toolchain) + 1);
+        r->pulled_ns = mi_now_ns();
+        pthread_mutex_unlock(&r->mu);
+    }
     return rc;
+}
+
+int
+mi_remote_pulled_recently(mithril_store *s, const char *toolchain)
+{
+    struct mi_remote *r;
+    int64_t now = mi_now_ns();
+    int yes;
+
+    pthread_mutex_lock(&attach_mu);
+    r = s->remote;
+    pthread_mutex_unlock(&attach_mu);
+    if (!r || !toolchain) {
+        return 0;
+    }
+    pthread_mutex_lock(&r->mu);
+    yes = r->pulled_ns != 0 && strcmp(r->pulled_tc, toolchain) == 0 &&
+          now - r->pulled_ns < MI_PULL_FRESH_NS;
+    pthread_mutex_unlock(&r->mu);
+    return yes;
 }

@@ -521,7 +521,9 @@ def _enable(dir, max_size, remote, work_dir, dynamo_cache, restore):
                     other, inductor))
         if cur is not None and cur.enabled:
             cur.disable()
-        remote_url = config.get("remote", ("none",))[0]
+        # The argument, else the library's setting ($MITHRIL_REMOTE or the
+        # store's config file).
+        remote_url = remote or config.get("remote", ("none",))[0]
         try:
             os.makedirs(inductor, exist_ok=True)
             os.makedirs(os.path.join(work_dir, "triton"), exist_ok=True)

@@ -98,6 +98,8 @@ def test_enable_remote_consumer_hits_first_run(tmp_path, redis_server):
     n = redis_server.cli("SCARD", "mithril:entries").stdout.strip()
     assert int(n) >= 2, n
 
+    # enable() pulls, then restores: the remote's key set is listed once.
+    redis_server.cli("CONFIG", "RESETSTAT")
     cons = run_worker(tmp_path, {"enable": True,
                                  "dir": str(tmp_path / "c-store"),
                                  "work": str(tmp_path / "c-work"),
@@ -106,7 +108,14 @@ def test_enable_remote_consumer_hits_first_run(tmp_path, redis_server):
     proc = cons["stats"]["process"]
     assert proc["graph_hits"] >= 1 and proc["graph_misses"] == 0, proc
     assert cons["stats"]["remote_hits"] >= 1, cons["stats"]
+    # enable(remote=URL) reports what it pulled, as MITHRIL_REMOTE does.
+    assert cons["stats"]["pulled"]["entries"] >= 1, cons["stats"]
     assert cons["torch"].get("fxgraph_cache_miss", 0) == 0, cons["torch"]
+    info = redis_server.cli("INFO", "commandstats").stdout.decode()
+    listings = [ln for ln in info.splitlines()
+                if ln.startswith("cmdstat_smembers:")]
+    assert listings and listings[0].split("calls=")[1].split(",")[0] == "1", \
+        info
 
 
 def test_cli_run_push_pull_run(tmp_path, redis_server, mithril_bin):
