@@ -302,3 +302,30 @@ mi_temp_is_stale(const char *name)
     }
     return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
 }
+
+const char *
+mi_network_fs_name(unsigned long f_type)
+{
+    /* Magic numbers from statfs(2) and the kernel's magic.h. */
+    static const struct {
+        unsigned long magic;
+        const char *name;
+    } net[] = {
+        {0x6969UL, "nfs"},        {0xFF534D42UL, "cifs"},
+        {0xFE534D42UL, "smb2"},   {0x517BUL, "smb"},
+        {0x00C36400UL, "ceph"},   {0x5346414FUL, "afs"},
+        {0x01021997UL, "9p"},     {0x65735546UL, "fuse"},
+        {0x0BD00BD0UL, "lustre"}, {0x47504653UL, "gpfs"},
+        {0x01161970UL, "gfs2"},   {0x7461636FUL, "ocfs2"},
+        {0x013111A8UL, "ibrix"},  {0xAAD7AAEAUL, "panfs"},
+        {0x19830326UL, "fhgfs"},  {0x564C0002UL, "vboxsf"},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(net) / sizeof(net[0]); i++) {
+        if ((f_type & 0xFFFFFFFFUL) == net[i].magic) {
+            return net[i].name;
+        }
+    }
+    return NULL;
+}

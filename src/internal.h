@@ -111,6 +111,11 @@ int mi_write_file_atomic(const char *final, const void *data, size_t n,
                          mode_t mode);
 /* 1 if the temp name belongs to a process that is no longer alive. */
 int mi_temp_is_stale(const char *name);
+/*
+ * The name of a network or cluster file system from statfs's f_type
+ * ("nfs", "cifs", "fuse", ...), or NULL for anything else (a local disk).
+ */
+const char *mi_network_fs_name(unsigned long f_type);
 
 /* ---- store.c: blob paths ---- */
 

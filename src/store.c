@@ -55,6 +55,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -197,6 +198,33 @@ mithril_default_dir(char *buf, size_t n)
     return 0;
 }
 
+/*
+ * A store on a network file system works for the processes of one
+ * machine, not for several machines at once: LMDB's reader table and
+ * locks live in a shared memory map that the network does not keep
+ * coherent. Say so once per open; sharing between machines is the
+ * remote's and the archives' job.
+ */
+static void
+warn_network_fs(int dirfd, const char *dir)
+{
+    struct statfs fs;
+    const char *name;
+
+    if (fstatfs(dirfd, &fs) < 0) {
+        return;
+    }
+    name = mi_network_fs_name((unsigned long)fs.f_type);
+    if (name) {
+        mi_log(MITHRIL_LOG_WARN,
+               "store '%s' is on a network file system (%s): use it from "
+               "one machine only (its index cannot be shared between "
+               "machines); share through a remote (MITHRIL_REMOTE) or "
+               "archives instead",
+               dir, name);
+    }
+}
+
 /* The folder must be ours and closed to others. */
 static int
 check_safe(int dirfd, const char *dir)
@@ -224,6 +252,7 @@ check_safe(int dirfd, const char *dir)
                dir, (unsigned)(st.st_mode & 0777));
         return MITHRIL_EUNSAFE;
     }
+    warn_network_fs(dirfd, dir);
     return 0;
 }
 

@@ -2,7 +2,8 @@
  * test_fsutil.c - durable files: full writes through short writes, mkdir
  * -p, temporary names, publication by link (existing file wins) and by
  * rename, atomic whole-file writes, stale temp detection, and failures
- * injected through the mi_sys table (ENOSPC, EIO) leaving no temp behind.
+ * injected through the mi_sys table (ENOSPC, EIO) leaving no temp behind,
+ * and the names of network file systems (a store there gets a warning).
  */
 #include "check.h"
 
@@ -301,6 +302,22 @@ test_write_file_atomic(void)
     umask(old);
 }
 
+static void
+test_network_fs_names(void)
+{
+    CHECK_EQ_STR(mi_network_fs_name(0x6969UL), "nfs");
+    CHECK_EQ_STR(mi_network_fs_name(0xFF534D42UL), "cifs");
+    CHECK_EQ_STR(mi_network_fs_name(0x65735546UL), "fuse");
+    /* ext4, xfs, btrfs, tmpfs, overlayfs: local. */
+    CHECK(mi_network_fs_name(0xEF53UL) == NULL);
+    CHECK(mi_network_fs_name(0x58465342UL) == NULL);
+    CHECK(mi_network_fs_name(0x9123683EUL) == NULL);
+    CHECK(mi_network_fs_name(0x01021994UL) == NULL);
+    CHECK(mi_network_fs_name(0x794C7630UL) == NULL);
+    /* A sign-extended f_type (32-bit statfs fields) still matches. */
+    CHECK_EQ_STR(mi_network_fs_name(0xFFFFFFFFFF534D42UL), "cifs");
+}
+
 int
 main(void)
 {
@@ -313,6 +330,7 @@ main(void)
     RUN(test_publish_link_and_rename);
     RUN(test_publish_failures_leave_nothing);
     RUN(test_write_file_atomic);
+    RUN(test_network_fs_names);
     check_rmrf(root);
     free(root);
     return check_report();
