@@ -1727,10 +1727,15 @@ struct pool {
     struct pending shared;
 };
 
-/* Move one entry; counts go to res. Negative only for a remote failure. */
+/*
+ * Move one entry; counts go to res. Negative only for a remote failure.
+ * A pulled entry is not recorded here: it lands in *keep (*kept = 1) for
+ * the pool's shared batch, which counts it when recorded.
+ */
 static int
 pool_one(struct pool *p, redisContext **c, struct direct_in *d,
-         struct pending *pend, const char *key, mithril_sync_result *res)
+         struct mi_wire *keep, int *kept, const char *key,
+         mithril_sync_result *res)
 {
     struct fetch_result fr = {0, 0};
     mithril_entry *e = NULL;
@@ -1758,12 +1763,8 @@ pool_one(struct pool *p, redisContext **c, struct direct_in *d,
         }
     }
     if (p->pull) {
-        rc =
-            fetch_entry(p->s, *c, d, key, &fr, pend ? &pend->w[pend->n] : NULL);
-        if (rc == 0 && pend) {
-            /* Counted when pending_flush records it. */
-            pend->n++;
-        }
+        rc = fetch_entry(p->s, *c, d, key, &fr, keep);
+        *kept = rc == 0;
     } else {
         rc = push_entry(p->s, *c, e, &fr.files, &fr.bytes);
         mithril_entry_free(e);
@@ -1777,15 +1778,11 @@ pool_one(struct pool *p, redisContext **c, struct direct_in *d,
         return MITHRIL_EREMOTE;
     }
     breaker_ok(p->r);
-    if (rc == 0 && pend) {
+    if (rc == 0 && p->pull) {
         return 0;
     }
     if (rc == 0) {
         res->entries++;
-        if (p->pull) {
-            /* An entry this store lacked, served by the remote. */
-            mithril_stats_add(p->s, MITHRIL_COUNTER_REMOTE_HIT, 1);
-        }
     } else if (rc == MITHRIL_EPATH || rc == MITHRIL_ESIGNATURE ||
                (p->pull && rc == MITHRIL_ECORRUPT)) {
         res->rejected++;
@@ -1830,27 +1827,22 @@ pending_flush(struct pool *p, struct pending *pend, mithril_sync_result *res)
 }
 
 /*
- * Hand the entries a worker fetched to the pool's shared batch, so that a
- * small pull is one index commit whatever the number of workers. The
- * worker that fills the batch records it, outside the lock.
+ * Add a fetched entry to the pool's shared batch, so that a small pull is
+ * one index commit whatever the number of workers. The worker that fills
+ * the batch records it, outside the lock.
  */
 static void
-pending_share(struct pool *p, struct pending *mine, mithril_sync_result *res)
+pending_share(struct pool *p, const struct mi_wire *w, mithril_sync_result *res)
 {
     struct pending full;
-    size_t i;
 
     full.n = 0;
     pthread_mutex_lock(&p->pmu);
-    for (i = 0; i < mine->n; i++) {
-        p->shared.w[p->shared.n++] = mine->w[i];
-        if (p->shared.n == BATCH) {
-            full = p->shared;
-            p->shared.n = 0;
-            /* mine holds one entry at a time: one batch at most fills. */
-        }
+    p->shared.w[p->shared.n++] = *w;
+    if (p->shared.n == BATCH) {
+        full = p->shared;
+        p->shared.n = 0;
     }
-    mine->n = 0;
     pthread_mutex_unlock(&p->pmu);
     if (full.n > 0) {
         pending_flush(p, &full, res);
@@ -1863,8 +1855,9 @@ pool_worker(void *arg)
     struct pool *p = arg;
     redisContext *c = NULL;
     struct direct_in *d = p->pull ? direct_in_new() : NULL;
-    struct pending *pend = p->pull ? calloc(1, sizeof(*pend)) : NULL;
+    struct mi_wire slot;
     mithril_sync_result one;
+    int kept;
     sigset_t old;
     size_t i;
     int rc;
@@ -1879,9 +1872,10 @@ pool_worker(void *arg)
         i = p->next++;
         pthread_mutex_unlock(&p->mu);
         memset(&one, 0, sizeof(one));
-        rc = pool_one(p, &c, d, pend, p->keys[i], &one);
-        if (pend && pend->n > 0) {
-            pending_share(p, pend, &one);
+        kept = 0;
+        rc = pool_one(p, &c, d, &slot, &kept, p->keys[i], &one);
+        if (kept) {
+            pending_share(p, &slot, &one);
         }
         pthread_mutex_lock(&p->mu);
         p->res.entries += one.entries;
@@ -1898,7 +1892,6 @@ pool_worker(void *arg)
         }
         pthread_mutex_unlock(&p->mu);
     }
-    free(pend);
     if (c) {
         redisFree(c);
     }
