@@ -11,13 +11,19 @@
  * Prints "key value" lines: remote_push_bytes_per_s,
  * remote_restore_bytes_per_s, remote_restore_requests (commands the server
  * processed during the pull), remote_restore_net_bytes (bytes it sent),
- * local_put_bytes_per_s (storing the same blobs locally, a ceiling for a
- * restore, which ends in the same durable writes) and the sizes involved.
+ * local_put_bytes_per_s (storing the same blobs locally through the
+ * public put, which also hashes and tries zstd), disk_write_bytes_per_s
+ * (the disk's own ceiling for a restore: the same number of 4 MiB files
+ * written into the consumer's folder by 8 threads with O_DIRECT and one
+ * fsync each, no hashing, no index) and the sizes involved.
  * BENCH_LEVEL=N sets both stores' zstd level (default: the store's own).
  */
 #include "mithril/mithril.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +57,84 @@ fill(uint8_t *buf, size_t n, uint64_t *state)
         memcpy(buf + i, &v, 8);
     }
     *state = x;
+}
+
+/* The disk ceiling: THREADS writers, files next++ < n, each BLOB bytes. */
+#define THREADS 8
+
+struct disk_job {
+    const char *dir;
+    const uint8_t *buf;
+    int n;
+    int next;
+    int failed;
+    pthread_mutex_t mu;
+};
+
+static void *
+disk_writer(void *arg)
+{
+    struct disk_job *j = arg;
+    char path[4200];
+    int i;
+    int fd;
+
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        i = j->next < j->n ? j->next++ : -1;
+        pthread_mutex_unlock(&j->mu);
+        if (i < 0) {
+            return NULL;
+        }
+        snprintf(path, sizeof(path), "%s/f%d", j->dir, i);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_DIRECT, 0600);
+        if (fd < 0 || pwrite(fd, j->buf, BLOB, 0) != (ssize_t)BLOB ||
+            fsync(fd) < 0) {
+            j->failed = errno ? errno : EIO;
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+}
+
+/* Bytes per second for n files, or -1 (O_DIRECT refused, a write failed). */
+static double
+disk_ceiling(const char *base, int n)
+{
+    struct disk_job j = {.n = n};
+    pthread_t t[THREADS];
+    char dir[4100];
+    char path[4200];
+    void *buf = NULL;
+    double t0;
+    double s;
+    int i;
+
+    snprintf(dir, sizeof(dir), "%s/disk-%d", base, (int)getpid());
+    if (mkdir(dir, 0700) < 0 || posix_memalign(&buf, 4096, BLOB) != 0) {
+        return -1;
+    }
+    memset(buf, 0x5a, BLOB);
+    j.dir = dir;
+    j.buf = buf;
+    pthread_mutex_init(&j.mu, NULL);
+    t0 = now_s();
+    for (i = 0; i < THREADS; i++) {
+        pthread_create(&t[i], NULL, disk_writer, &j);
+    }
+    for (i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    s = now_s() - t0;
+    for (i = 0; i < n; i++) {
+        snprintf(path, sizeof(path), "%s/f%d", dir, i);
+        unlink(path);
+    }
+    rmdir(dir);
+    free(buf);
+    pthread_mutex_destroy(&j.mu);
+    return j.failed ? -1 : (double)n * BLOB / s;
 }
 
 /* A field of the server's INFO, or -1. */
@@ -187,6 +271,7 @@ main(int argc, char **argv)
            info_field(host, port, "total_commands_processed") - cmds0 - 1);
     printf("remote_restore_net_bytes %lld\n",
            info_field(host, port, "total_net_output_bytes") - net0);
+    printf("disk_write_bytes_per_s %.0f\n", disk_ceiling(cdir, n));
 
     mithril_store_close(p);
     mithril_store_close(c);

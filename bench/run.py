@@ -1062,6 +1062,10 @@ class Suite:
                            if isinstance(v, float)})
             for k in keys:
                 self.set(k, median([r.get(k) for r in runs]))
+            disk = self.fields.get("disk_write_bytes_per_s")
+            if disk is not None and disk <= 0:
+                self.set("disk_write_bytes_per_s", None,
+                         "O_DIRECT refused or a write failed")
             if not runs:
                 self.set("remote_restore_bytes_per_s", None,
                          errs.get("bench_remote"))
@@ -1073,6 +1077,13 @@ class Suite:
                     repeats=rounds,
                     note="4 MiB blobs; anchor: the faster of 1 and 50 "
                          "clients")
+        if self.fields.get("disk_write_bytes_per_s"):
+            # What the disk itself allows a restore: the gap left to close.
+            self.figure("remote", "restore against the disk's own writes",
+                        "remote_restore_bytes_per_s", "B/s",
+                        "same files, 8 writers, O_DIRECT, fsync each",
+                        "disk_write_bytes_per_s", repeats=rounds,
+                        note="no network, no hashing, no index: a ceiling")
         if "remote_push_bytes_per_s" in self.fields:
             self.figure("remote", "push to Redis", "remote_push_bytes_per_s",
                         "B/s", repeats=rounds)

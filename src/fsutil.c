@@ -122,10 +122,10 @@ mi_fsync_dir(const char *path)
 /*
  * mkdir -p. The common case (the folder exists, or only the last component
  * is missing) costs one call. A folder this creates is made durable by
- * syncing its parent.
+ * syncing its parent, unless sync is 0.
  */
 int
-mi_mkdirs(const char *path, mode_t mode)
+mi_mkdirs_sync(const char *path, mode_t mode, int sync)
 {
     char buf[PATH_MAX];
     char parent[PATH_MAX];
@@ -138,7 +138,7 @@ mi_mkdirs(const char *path, mode_t mode)
     }
     if (mi_sys.mkdir(path, mode) == 0) {
         parent_of(path, parent);
-        return mi_fsync_dir(parent);
+        return sync ? mi_fsync_dir(parent) : 0;
     }
     if (errno == EEXIST) {
         if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -160,7 +160,7 @@ mi_mkdirs(const char *path, mode_t mode)
         strcmp(parent, ".") == 0) {
         return -ENOENT;
     }
-    rc = mi_mkdirs(parent, mode);
+    rc = mi_mkdirs_sync(parent, mode, sync);
     if (rc < 0) {
         return rc;
     }
@@ -170,7 +170,13 @@ mi_mkdirs(const char *path, mode_t mode)
         }
         return mi_log_errno("mkdir", buf);
     }
-    return mi_fsync_dir(parent);
+    return sync ? mi_fsync_dir(parent) : 0;
+}
+
+int
+mi_mkdirs(const char *path, mode_t mode)
+{
+    return mi_mkdirs_sync(path, mode, 1);
 }
 
 int
@@ -202,12 +208,12 @@ mi_temp_open(const char *dir, char *path_out, mode_t mode)
 }
 
 int
-mi_publish(int fd, const char *tmp, const char *final, int no_replace)
+mi_publish(int fd, const char *tmp, const char *final, int flags)
 {
     char dir[PATH_MAX];
     int rc = 0;
 
-    if (mi_sys.fsync(fd) < 0) {
+    if (!(flags & MI_PUBLISH_NO_SYNC) && mi_sys.fsync(fd) < 0) {
         rc = mi_log_errno("fsync", tmp);
         close(fd);
         goto out;
@@ -216,7 +222,7 @@ mi_publish(int fd, const char *tmp, const char *final, int no_replace)
         rc = mi_log_errno("close", tmp);
         goto out;
     }
-    if (no_replace) {
+    if (flags & MI_PUBLISH_NO_REPLACE) {
         if (mi_sys.link(tmp, final) < 0) {
             if (errno == EEXIST) {
                 /* Same name, same content: the existing file wins. */
@@ -239,8 +245,10 @@ mi_publish(int fd, const char *tmp, const char *final, int no_replace)
         rc = mi_log_errno("rename", final);
         goto out;
     }
-    parent_of(final, dir);
-    rc = mi_fsync_dir(dir);
+    if (!(flags & MI_PUBLISH_NO_SYNC)) {
+        parent_of(final, dir);
+        rc = mi_fsync_dir(dir);
+    }
 
 out:
     /* After a link the temp name is a second name; after rename, gone. */

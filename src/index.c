@@ -1213,18 +1213,46 @@ mi_index_close(mithril_store *s)
 
 /* ---- blobs appearing and going (called by store.c) ---- */
 
+/*
+ * The row of a newly published blob file, unreferenced (an orphan until an
+ * entry names it); nothing if the blob has a row already.
+ */
+static int
+blob_row_new(struct mi_index *ix, MDB_txn *txn, const char *addr,
+             uint64_t stored, uint64_t logical, struct mi_totals *t)
+{
+    unsigned char raw[32];
+    struct blob_row r;
+    int rc;
+
+    if (mithril_unhex(addr, raw, 32) < 0) {
+        return MITHRIL_EINVAL;
+    }
+    rc = blob_get(ix, txn, raw, &r);
+    if (rc != MITHRIL_ENOTFOUND) {
+        return rc < 0 ? rc : 0;
+    }
+    r.stored = stored;
+    r.logical = logical;
+    r.refs = 0;
+    r.orphan_ns = mi_now_ns();
+    t->blobs++;
+    t->size_bytes += stored;
+    t->logical_bytes += logical;
+    rc = blob_put(ix, txn, raw, &r);
+    return rc == 0 ? orphan_set(ix, txn, raw, r.orphan_ns, 1) : rc;
+}
+
 int
 mi_index_blob_added(mithril_store *s, const char *addr, uint64_t stored,
                     uint64_t logical)
 {
     struct mi_index *ix = NULL;
-    unsigned char raw[32];
-    struct blob_row r;
     struct mi_totals t;
     MDB_txn *txn;
     int rc;
 
-    if (mithril_unhex(addr, raw, 32) < 0) {
+    if (mithril_addr_valid(addr) != 1) {
         return MITHRIL_EINVAL;
     }
     rc = get_index(s, &ix);
@@ -1235,23 +1263,9 @@ mi_index_blob_added(mithril_store *s, const char *addr, uint64_t stored,
     if (rc != 0) {
         return db_err(rc, "begin");
     }
-    rc = blob_get(ix, txn, raw, &r);
-    if (rc != MITHRIL_ENOTFOUND) {
-        mdb_txn_abort(txn);
-        return rc < 0 ? rc : 0;
-    }
-    r.stored = stored;
-    r.logical = logical;
-    r.refs = 0;
-    r.orphan_ns = mi_now_ns();
-    if ((rc = totals_get(ix, txn, &t)) == 0) {
-        t.blobs++;
-        t.size_bytes += stored;
-        t.logical_bytes += logical;
-        rc = blob_put(ix, txn, raw, &r);
-    }
+    rc = totals_get(ix, txn, &t);
     if (rc == 0) {
-        rc = orphan_set(ix, txn, raw, r.orphan_ns, 1);
+        rc = blob_row_new(ix, txn, addr, stored, logical, &t);
     }
     if (rc == 0) {
         rc = totals_put(ix, txn, &t);
@@ -1429,7 +1443,8 @@ entry_put_txn(mithril_store *s, const char *key, const mithril_item *items,
 }
 
 int
-mi_entry_put_many(mithril_store *s, struct mi_put *puts, size_t n)
+mi_entry_put_many(mithril_store *s, struct mi_put *puts, size_t n,
+                  const struct mi_new_blob *blobs, size_t nb)
 {
     struct mi_index *ix = NULL;
     struct mi_totals t;
@@ -1451,6 +1466,12 @@ mi_entry_put_many(mithril_store *s, struct mi_put *puts, size_t n)
     if (rc == 0) {
         rc = totals_get(ix, txn, &t);
     }
+    for (i = 0; i < nb && rc == 0; i++) {
+        if (blobs[i].row) {
+            rc = blob_row_new(ix, txn, blobs[i].addr, blobs[i].stored,
+                              blobs[i].logical, &t);
+        }
+    }
     for (i = 0; i < n && rc == 0; i++) {
         if (puts[i].rc == 0) {
             rc = put_in_txn(s, ix, txn, puts[i].key, puts[i].items,
@@ -1467,6 +1488,12 @@ mi_entry_put_many(mithril_store *s, struct mi_put *puts, size_t n)
     }
     if (rc < 0) {
         /* One of them failed: each on its own, with its own answer. */
+        for (i = 0; i < nb; i++) {
+            if (blobs[i].row) {
+                mi_index_blob_added(s, blobs[i].addr, blobs[i].stored,
+                                    blobs[i].logical);
+            }
+        }
         for (i = 0; i < n; i++) {
             if (puts[i].rc == 0) {
                 puts[i].rc = entry_put_txn(s, puts[i].key, puts[i].items,

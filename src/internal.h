@@ -92,6 +92,8 @@ int mi_write_all(int fd, const void *buf, size_t n);
 ssize_t mi_read_full(int fd, void *buf, size_t n);
 /* mkdir -p with mode; 0 or -errno. */
 int mi_mkdirs(const char *path, mode_t mode);
+/* The same; sync 0 leaves the parents of new folders unsynced. */
+int mi_mkdirs_sync(const char *path, mode_t mode, int sync);
 /* fsync a folder by path; 0 or -errno. */
 int mi_fsync_dir(const char *path);
 /*
@@ -102,10 +104,14 @@ int mi_fsync_dir(const char *path);
 int mi_temp_open(const char *dir, char *path_out, mode_t mode);
 /*
  * Publish a complete temp file at final: fsync(fd), then rename over final
- * (replace) or link (no_replace: existing final wins, temp removed, returns
- * 0), then fsync final's folder. Closes fd and removes tmp in every case.
+ * (replace) or link (MI_PUBLISH_NO_REPLACE: an existing final wins, temp
+ * removed, returns 0), then fsync final's folder. MI_PUBLISH_NO_SYNC skips
+ * both fsyncs: the caller makes file and folder durable later.
+ * Closes fd and removes tmp in every case.
  */
-int mi_publish(int fd, const char *tmp, const char *final, int no_replace);
+#define MI_PUBLISH_NO_REPLACE 1
+#define MI_PUBLISH_NO_SYNC    2
+int mi_publish(int fd, const char *tmp, const char *final, int flags);
 /* Write a whole file durably through mi_temp_open + mi_publish. */
 int mi_write_file_atomic(const char *final, const void *data, size_t n,
                          mode_t mode);
@@ -130,8 +136,10 @@ int mi_quarantine(mithril_store *s, const char *addr, const char *why);
  * is hashed or compressed again; reads verify as for any blob. Used by the
  * remote and archive paths, which verify what they receive before storing.
  */
+struct mi_blob_list;
 int mi_store_put_encoded(mithril_store *s, const char *addr, int zstd,
-                         const void *payload, size_t plen, uint64_t logical);
+                         const void *payload, size_t plen, uint64_t logical,
+                         struct mi_blob_list *defer);
 /*
  * The same from a buffer laid out as the blob file will be: buf is
  * MI_DIRECT_ALIGN-aligned, its first MI_BLOB_HEADER bytes are scratch
@@ -141,7 +149,43 @@ int mi_store_put_encoded(mithril_store *s, const char *addr, int zstd,
 #define MI_BLOB_HEADER  16
 #define MI_DIRECT_ALIGN 4096
 int mi_store_put_staged(mithril_store *s, const char *addr, int zstd,
-                        uint8_t *buf, size_t plen, uint64_t logical);
+                        uint8_t *buf, size_t plen, uint64_t logical,
+                        struct mi_blob_list *defer);
+/*
+ * Deferred puts (defer non-NULL above): the blob file is published without
+ * its fsyncs and without an index row, and listed in defer (row 1), or
+ * listed to be synced only (row 0) when the file was there already: it may
+ * be another deferred put's, not durable yet. The caller then calls
+ * mi_store_sync_blobs, and only after it succeeds records the rows and the
+ * entries naming them in one index commit (mi_entry_put_many): a batch of
+ * blobs costs one index commit and the fsyncs of its files and folders,
+ * back to back, instead of a commit and three interleaved syncs a blob,
+ * and no entry is committed before its blobs are durable.
+ */
+struct mi_new_blob {
+    char addr[MITHRIL_HEX_SIZE];
+    uint64_t stored;
+    uint64_t logical;
+    int row; /* 0: only to be synced; its row is not this list's */
+};
+struct mi_blob_list {
+    struct mi_new_blob *v;
+    size_t n;
+    size_t cap;
+};
+int mi_blob_list_add(struct mi_blob_list *l, const char *addr, uint64_t stored,
+                     uint64_t logical, int row);
+/*
+ * Move every blob of from to the end of to; from is left empty. -ENOMEM
+ * leaves both as they were.
+ */
+int mi_blob_list_move(struct mi_blob_list *to, struct mi_blob_list *from);
+void mi_blob_list_release(struct mi_blob_list *l);
+/*
+ * Make the listed blob files durable: fsync each file once, then each of
+ * their folders once (blobs/ab/cd, blobs/ab, blobs). Sorts l.
+ */
+int mi_store_sync_blobs(mithril_store *s, struct mi_blob_list *l);
 
 /* ---- stats.c ---- */
 
@@ -163,10 +207,11 @@ int mi_index_blob_added(mithril_store *s, const char *addr, uint64_t stored,
 int mi_index_blob_removed(mithril_store *s, const char *addr);
 /*
  * Record several entries in one index transaction (one synced commit):
- * each as mithril_entry_put would, each with its own answer in rc. If the
- * shared transaction fails, every entry is retried on its own. Returns 0,
- * or a negative code when the index cannot be opened at all (also in
- * every rc).
+ * each as mithril_entry_put would, each with its own answer in rc. The
+ * rows of blobs[0..nb) with row set (deferred puts, already synced) are
+ * added first, unreferenced ones as orphans. If the shared transaction fails,
+ * the rows and then every entry are recorded on their own. Returns 0, or a
+ * negative code when the index cannot be opened at all (also in every rc).
  */
 struct mi_put {
     const char *key;
@@ -175,7 +220,8 @@ struct mi_put {
     const char *meta;
     int rc;
 };
-int mi_entry_put_many(mithril_store *s, struct mi_put *puts, size_t n);
+int mi_entry_put_many(mithril_store *s, struct mi_put *puts, size_t n,
+                      const struct mi_new_blob *blobs, size_t nb);
 
 /* ---- remote.c, sign.c ---- */
 

@@ -753,7 +753,8 @@ out:
  */
 static int
 store_inline(mithril_store *s, uint8_t *val, size_t n, int staged,
-             const char *addr, uint64_t len, uint64_t *got_bytes)
+             const char *addr, uint64_t len, uint64_t *got_bytes,
+             struct mi_blob_list *defer)
 {
     uint8_t digest[MITHRIL_BLAKE3_OUT_LEN];
     char hex[MITHRIL_HEX_SIZE];
@@ -781,8 +782,9 @@ store_inline(mithril_store *s, uint8_t *val, size_t n, int staged,
     }
     free(buf);
     if (rc == 0) {
-        rc = staged ? mi_store_put_staged(s, addr, zstd, val, plen, len)
-                    : mi_store_put_encoded(s, addr, zstd, payload, plen, len);
+        rc = staged ? mi_store_put_staged(s, addr, zstd, val, plen, len, defer)
+                    : mi_store_put_encoded(s, addr, zstd, payload, plen, len,
+                                           defer);
     }
     if (rc == 0) {
         *got_bytes += len;
@@ -1000,11 +1002,13 @@ flush_out(redisContext *c)
 /*
  * Fetch every item's blob that is not local. Header GETs are pipelined
  * WINDOW at a time; chunked blobs follow once the window's replies are in.
- * With d, replies are read by din_reply (see struct direct_in).
+ * With d, replies are read by din_reply (see struct direct_in). With
+ * defer, inline blobs are deferred puts (see mi_store_put_staged).
  */
 static int
 fetch_blobs(mithril_store *s, redisContext *c, struct direct_in *d,
-            const struct mi_wire *w, uint64_t *files, uint64_t *bytes)
+            const struct mi_wire *w, uint64_t *files, uint64_t *bytes,
+            struct mi_blob_list *defer)
 {
     struct deferred later[WINDOW];
     const mithril_item *batch[WINDOW];
@@ -1025,6 +1029,10 @@ fetch_blobs(mithril_store *s, redisContext *c, struct direct_in *d,
             const mithril_item *it = &w->items[next++];
 
             if (mithril_store_exists(s, it->addr) == 1) {
+                /* Maybe a deferred put of another worker, not synced yet. */
+                if (defer && mi_blob_list_add(defer, it->addr, 0, 0, 0) < 0) {
+                    return -ENOMEM;
+                }
                 continue;
             }
             blob_key(key, sizeof(key), it->addr, -1);
@@ -1082,7 +1090,7 @@ fetch_blobs(mithril_store *s, redisContext *c, struct direct_in *d,
                 later[nl++].nchunks = nch;
             } else if (one == 0) {
                 one = store_inline(s, val, n, direct, batch[i]->addr,
-                                   batch[i]->size, bytes);
+                                   batch[i]->size, bytes, defer);
                 *files += one == 0;
             }
             if (rep) {
@@ -1117,10 +1125,13 @@ struct fetch_result {
  * Fetch entry key with its blobs and record it. MITHRIL_ENOTFOUND: not
  * there; MITHRIL_EREMOTE: the connection failed; MITHRIL_EPATH or
  * MITHRIL_ESIGNATURE: rejected; MITHRIL_ECORRUPT: a blob did not verify.
+ * With keep, the entry is not recorded but returned in *keep, and its new
+ * blobs are deferred puts listed in defer (the pool records both).
  */
 static int
 fetch_entry(mithril_store *s, redisContext *c, struct direct_in *d,
-            const char *key, struct fetch_result *res, struct mi_wire *keep)
+            const char *key, struct fetch_result *res, struct mi_wire *keep,
+            struct mi_blob_list *defer)
 {
     char rkey[600];
     const char *argv[2] = {"GET", rkey};
@@ -1164,7 +1175,8 @@ fetch_entry(mithril_store *s, redisContext *c, struct direct_in *d,
     if (rc < 0) {
         goto out;
     }
-    rc = fetch_blobs(s, c, d, &w, &res->files, &res->bytes);
+    rc =
+        fetch_blobs(s, c, d, &w, &res->files, &res->bytes, keep ? defer : NULL);
     if (rc == MITHRIL_ECORRUPT) {
         mi_log(MITHRIL_LOG_WARN,
                "rejected entry '%s' from remote: a blob does not match its "
@@ -1327,7 +1339,7 @@ mi_remote_fetch_entry(mithril_store *s, const char *key)
         if (!r->fg_in) {
             r->fg_in = direct_in_new(); /* NULL: hiredis reads the blobs */
         }
-        rc = fetch_entry(s, c, r->fg_in, key, &res, NULL);
+        rc = fetch_entry(s, c, r->fg_in, key, &res, NULL, NULL);
         after_fg(s, r, rc, t0);
     }
     sigpipe_restore(&old);
@@ -1703,10 +1715,15 @@ remote_keys(redisContext *c, const char *toolchain, struct key_list *l)
 #define POOL  8
 #define BATCH 16 /* pulled entries recorded per index commit, pool-wide */
 
-/* Pulled entries whose blobs are stored, waiting to be recorded. */
+/*
+ * Pulled entries whose blobs are stored, waiting to be recorded, and the
+ * blobs the pull published unsynced (its deferred puts: those of these
+ * entries, and any of entries that failed after storing some).
+ */
 struct pending {
     struct mi_wire w[BATCH];
     size_t n;
+    struct mi_blob_list blobs;
 };
 
 struct pool {
@@ -1734,8 +1751,8 @@ struct pool {
  */
 static int
 pool_one(struct pool *p, redisContext **c, struct direct_in *d,
-         struct mi_wire *keep, int *kept, const char *key,
-         mithril_sync_result *res)
+         struct mi_wire *keep, int *kept, struct mi_blob_list *defer,
+         const char *key, mithril_sync_result *res)
 {
     struct fetch_result fr = {0, 0};
     mithril_entry *e = NULL;
@@ -1763,7 +1780,7 @@ pool_one(struct pool *p, redisContext **c, struct direct_in *d,
         }
     }
     if (p->pull) {
-        rc = fetch_entry(p->s, *c, d, key, &fr, keep);
+        rc = fetch_entry(p->s, *c, d, key, &fr, keep, defer);
         *kept = rc == 0;
     } else {
         rc = push_entry(p->s, *c, e, &fr.files, &fr.bytes);
@@ -1795,23 +1812,40 @@ pool_one(struct pool *p, redisContext **c, struct direct_in *d,
     return 0;
 }
 
-/* Record the pending entries in one index commit; counts go to res. */
+/*
+ * Make the pending blobs durable with one sync of the file system (it
+ * covers every file published before it, whichever worker wrote it), then
+ * record them and the pending entries in one index commit; counts go to
+ * res. If the sync fails nothing is recorded: the entries count as
+ * skipped, and the unrecorded files are what verify finds and indexes.
+ */
 static void
 pending_flush(struct pool *p, struct pending *pend, mithril_sync_result *res)
 {
     struct mi_put puts[BATCH];
     size_t i;
+    int rc = 0;
 
     for (i = 0; i < pend->n; i++) {
         puts[i].key = pend->w[i].key;
         puts[i].items = pend->w[i].items;
         puts[i].n_items = pend->w[i].n_items;
         puts[i].meta = pend->w[i].meta;
+        puts[i].rc = 0;
+    }
+    if (pend->blobs.n > 0) {
+        rc = mi_store_sync_blobs(p->s, &pend->blobs);
     }
     fetching = 1;
-    mi_entry_put_many(p->s, puts, pend->n);
+    if (rc == 0) {
+        mi_entry_put_many(p->s, puts, pend->n, pend->blobs.v, pend->blobs.n);
+    }
     fetching = 0;
+    mi_blob_list_release(&pend->blobs);
     for (i = 0; i < pend->n; i++) {
+        if (rc < 0) {
+            puts[i].rc = rc;
+        }
         if (puts[i].rc == 0) {
             res->entries++;
             /* An entry this store lacked, served by the remote. */
@@ -1827,23 +1861,38 @@ pending_flush(struct pool *p, struct pending *pend, mithril_sync_result *res)
 }
 
 /*
- * Add a fetched entry to the pool's shared batch, so that a small pull is
- * one index commit whatever the number of workers. The worker that fills
- * the batch records it, outside the lock.
+ * Add a fetched entry (w, or NULL for none) and the blobs a worker
+ * published for it (mine, emptied) to the pool's shared batch, so that a
+ * pull costs one sync and one index commit per BATCH entries whatever the
+ * number of workers. The worker that fills the batch records it, outside
+ * the lock.
  */
 static void
-pending_share(struct pool *p, const struct mi_wire *w, mithril_sync_result *res)
+pending_share(struct pool *p, const struct mi_wire *w,
+              struct mi_blob_list *mine, mithril_sync_result *res)
 {
     struct pending full;
+    struct pending alone;
 
-    full.n = 0;
+    memset(&full, 0, sizeof(full));
+    memset(&alone, 0, sizeof(alone));
     pthread_mutex_lock(&p->pmu);
-    p->shared.w[p->shared.n++] = *w;
+    if (mi_blob_list_move(&p->shared.blobs, mine) < 0) {
+        /* No memory to grow the batch: these blobs are recorded now. */
+        alone.blobs = *mine;
+        memset(mine, 0, sizeof(*mine));
+    }
+    if (w) {
+        p->shared.w[p->shared.n++] = *w;
+    }
     if (p->shared.n == BATCH) {
         full = p->shared;
-        p->shared.n = 0;
+        memset(&p->shared, 0, sizeof(p->shared));
     }
     pthread_mutex_unlock(&p->pmu);
+    if (alone.blobs.n > 0) {
+        pending_flush(p, &alone, res);
+    }
     if (full.n > 0) {
         pending_flush(p, &full, res);
     }
@@ -1855,6 +1904,7 @@ pool_worker(void *arg)
     struct pool *p = arg;
     redisContext *c = NULL;
     struct direct_in *d = p->pull ? direct_in_new() : NULL;
+    struct mi_blob_list mine = {0};
     struct mi_wire slot;
     mithril_sync_result one;
     int kept;
@@ -1873,9 +1923,9 @@ pool_worker(void *arg)
         pthread_mutex_unlock(&p->mu);
         memset(&one, 0, sizeof(one));
         kept = 0;
-        rc = pool_one(p, &c, d, &slot, &kept, p->keys[i], &one);
-        if (kept) {
-            pending_share(p, &slot, &one);
+        rc = pool_one(p, &c, d, &slot, &kept, &mine, p->keys[i], &one);
+        if (kept || mine.n > 0) {
+            pending_share(p, kept ? &slot : NULL, &mine, &one);
         }
         pthread_mutex_lock(&p->mu);
         p->res.entries += one.entries;
@@ -1896,6 +1946,7 @@ pool_worker(void *arg)
         redisFree(c);
     }
     direct_in_free(d);
+    mi_blob_list_release(&mine);
     sigpipe_restore(&old);
     return NULL;
 }
@@ -1928,7 +1979,7 @@ pool_run(struct pool *p, mithril_sync_result *out)
     for (i = 0; i < started; i++) {
         pthread_join(threads[i], NULL);
     }
-    if (p->shared.n > 0) {
+    if (p->shared.n > 0 || p->shared.blobs.n > 0) {
         /* What the workers left, a failed pull's entries included. */
         pending_flush(p, &p->shared, &p->res);
     }

@@ -86,7 +86,7 @@ stats_create(const char *dir, const char *path)
         mi_sys.unlink(tmp);
         return rc;
     }
-    return mi_publish(fd, tmp, path, 1);
+    return mi_publish(fd, tmp, path, MI_PUBLISH_NO_REPLACE);
 }
 
 static int

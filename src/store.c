@@ -27,10 +27,13 @@
  *    (mi_store_put_encoded, mi_store_put_staged); payloads of 256 KiB and
  *    more are written with O_DIRECT where the file system allows it, so
  *    they skip the page cache and the publishing fsync finds little left
- *    to flush. The same publish rules apply.
+ *    to flush. The same publish rules apply, except for deferred puts (a
+ *    pull's batch): their files are linked unsynced and without an index
+ *    row, and the caller syncs them and their folders (mi_store_sync_blobs)
+ *    before it commits their rows with the entries that name them.
  *  - A blob file appears only whole: puts stream into a temp file under
  *    tmp/ (hashing and compressing in bounded 1 MiB chunks) and publish it
- *    with mi_publish(no_replace), which fsyncs the file, links it to its
+ *    with mi_publish(NO_REPLACE), which fsyncs the file, links it to its
  *    address and fsyncs the folder. If the address already exists the
  *    existing file wins (dedupe). index.c hears of each new blob file
  *    (mi_index_blob_added) and of each one going (mi_index_blob_removed).
@@ -538,6 +541,7 @@ struct put_job {
     int codec;
     uint64_t logical;
     uint64_t payload;
+    struct mi_blob_list *defer; /* a deferred put: no syncs, no row */
     ZSTD_CCtx *c;
     uint8_t *out;
     size_t out_cap;
@@ -619,18 +623,27 @@ job_publish(mithril_store *s, struct put_job *j, const char *addr)
         return rc;
     }
     blob_folder(s, addr, path);
-    if ((rc = mi_mkdirs(path, 0700)) < 0) {
+    if ((rc = mi_mkdirs_sync(path, 0700, !j->defer)) < 0) {
         job_abandon(j);
         return rc;
     }
     mi_blob_path(s, addr, path);
-    rc = mi_publish(j->fd, j->tmp, path, 1);
+    rc =
+        mi_publish(j->fd, j->tmp, path,
+                   MI_PUBLISH_NO_REPLACE | (j->defer ? MI_PUBLISH_NO_SYNC : 0));
     j->fd = -1;
 
     /* New file, or did an identical one win the race? */
     if (stat(path, &st) == 0 && st.st_ino == mine.st_ino &&
         st.st_dev == mine.st_dev) {
-        mi_index_blob_added(s, addr, HEADER_SIZE + j->payload, j->logical);
+        if (!j->defer ||
+            mi_blob_list_add(j->defer, addr, HEADER_SIZE + j->payload,
+                             j->logical, 1) < 0) {
+            /* Not deferred, or no memory to defer it: the row now. */
+            mi_index_blob_added(s, addr, HEADER_SIZE + j->payload, j->logical);
+        }
+    } else if (j->defer && rc == 0) {
+        rc = mi_blob_list_add(j->defer, addr, 0, 0, 0);
     }
     if (rc == 0) {
         mi_stats_add(s, MI_C_PUTS, 1);
@@ -913,9 +926,10 @@ job_write_direct(struct put_job *j, const void *payload, size_t plen,
 /* mi_store_put_encoded and mi_store_put_staged; staged: see the latter. */
 static int
 put_encoded(mithril_store *s, const char *addr, int zstd, const void *payload,
-            size_t plen, uint64_t logical, uint8_t *staged)
+            size_t plen, uint64_t logical, uint8_t *staged,
+            struct mi_blob_list *defer)
 {
-    struct put_job j = {.fd = -1, .logical = logical};
+    struct put_job j = {.fd = -1, .logical = logical, .defer = defer};
     int rc;
 
     if (!s || !addr || (!payload && plen > 0) ||
@@ -929,6 +943,10 @@ put_encoded(mithril_store *s, const char *addr, int zstd, const void *payload,
     if (rc != 0) {
         if (rc == 1) {
             mi_stats_add(s, MI_C_PUTS, 1);
+        }
+        if (rc == 1 && defer) {
+            /* Maybe another deferred put's, not durable yet. */
+            return mi_blob_list_add(defer, addr, 0, 0, 0);
         }
         return rc < 0 ? rc : 0;
     }
@@ -954,19 +972,125 @@ put_encoded(mithril_store *s, const char *addr, int zstd, const void *payload,
 
 int
 mi_store_put_encoded(mithril_store *s, const char *addr, int zstd,
-                     const void *payload, size_t plen, uint64_t logical)
+                     const void *payload, size_t plen, uint64_t logical,
+                     struct mi_blob_list *defer)
 {
-    return put_encoded(s, addr, zstd, payload, plen, logical, NULL);
+    return put_encoded(s, addr, zstd, payload, plen, logical, NULL, defer);
 }
 
 int
 mi_store_put_staged(mithril_store *s, const char *addr, int zstd, uint8_t *buf,
-                    size_t plen, uint64_t logical)
+                    size_t plen, uint64_t logical, struct mi_blob_list *defer)
 {
     if (!buf || ((uintptr_t)buf & (DIRECT_ALIGN - 1)) != 0) {
         return MITHRIL_EINVAL;
     }
-    return put_encoded(s, addr, zstd, buf + HEADER_SIZE, plen, logical, buf);
+    return put_encoded(s, addr, zstd, buf + HEADER_SIZE, plen, logical, buf,
+                       defer);
+}
+
+static int
+cmp_new_blob(const void *a, const void *b)
+{
+    return strcmp(((const struct mi_new_blob *)a)->addr,
+                  ((const struct mi_new_blob *)b)->addr);
+}
+
+int
+mi_store_sync_blobs(mithril_store *s, struct mi_blob_list *l)
+{
+    char path[PATH_MAX];
+    size_t i;
+    int fd;
+    int rc = 0;
+
+    if (l->n == 0) {
+        return 0;
+    }
+    /* Sorted, a blob listed twice and the blobs of one folder are adjacent. */
+    qsort(l->v, l->n, sizeof(*l->v), cmp_new_blob);
+    for (i = 0; i < l->n && rc == 0; i++) {
+        const char *a = l->v[i].addr;
+        int last = i + 1 == l->n;
+
+        if (!last && strcmp(a, l->v[i + 1].addr) == 0) {
+            continue;
+        }
+        mi_blob_path(s, a, path);
+        fd = mi_sys.open(path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0 || mi_sys.fsync(fd) < 0) {
+            rc = mi_log_errno("fsync", path);
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (rc == 0 && (last || memcmp(a, l->v[i + 1].addr, 4) != 0)) {
+            blob_folder(s, a, path);
+            rc = mi_fsync_dir(path);
+        }
+        if (rc == 0 && (last || memcmp(a, l->v[i + 1].addr, 2) != 0)) {
+            snprintf(path, sizeof(path), "%s/blobs/%.2s", s->dir, a);
+            rc = mi_fsync_dir(path);
+        }
+    }
+    if (rc == 0) {
+        snprintf(path, sizeof(path), "%s/blobs", s->dir);
+        rc = mi_fsync_dir(path);
+    }
+    return rc;
+}
+
+int
+mi_blob_list_add(struct mi_blob_list *l, const char *addr, uint64_t stored,
+                 uint64_t logical, int row)
+{
+    struct mi_new_blob *v;
+    size_t cap;
+
+    if (l->n == l->cap) {
+        cap = l->cap ? l->cap * 2 : 16;
+        v = realloc(l->v, cap * sizeof(*v));
+        if (!v) {
+            return -ENOMEM;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    memcpy(l->v[l->n].addr, addr, MITHRIL_HEX_SIZE);
+    l->v[l->n].stored = stored;
+    l->v[l->n].logical = logical;
+    l->v[l->n].row = row;
+    l->n++;
+    return 0;
+}
+
+int
+mi_blob_list_move(struct mi_blob_list *to, struct mi_blob_list *from)
+{
+    struct mi_new_blob *v;
+    size_t want = to->n + from->n;
+
+    if (want > to->cap) {
+        v = realloc(to->v, want * sizeof(*v));
+        if (!v) {
+            return -ENOMEM; /* both lists as they were */
+        }
+        to->v = v;
+        to->cap = want;
+    }
+    if (from->n > 0) {
+        memcpy(to->v + to->n, from->v, from->n * sizeof(*v));
+    }
+    to->n = want;
+    from->n = 0;
+    return 0;
+}
+
+void
+mi_blob_list_release(struct mi_blob_list *l)
+{
+    free(l->v);
+    memset(l, 0, sizeof(*l));
 }
 
 int

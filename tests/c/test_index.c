@@ -172,7 +172,7 @@ test_put_many(void)
     memset(puts, 0, sizeof(puts));
     puts[0] = (struct mi_put){"k-many-1", &it[0], 1, "kind=a", -1};
     puts[1] = (struct mi_put){"k-many-2", &it[1], 1, "kind=b", -1};
-    CHECK_EQ_INT(mi_entry_put_many(s, puts, 2), 0);
+    CHECK_EQ_INT(mi_entry_put_many(s, puts, 2, NULL, 0), 0);
     CHECK_EQ_INT(puts[0].rc, 0);
     CHECK_EQ_INT(puts[1].rc, 0);
     totals(s, &after);
@@ -183,7 +183,7 @@ test_put_many(void)
     puts[1] = (struct mi_put){"k-many-3", &it[2], 1, NULL, -1};
     puts[2] = (struct mi_put){"k-many-4", &it[0], 2, "kind=c", -1};
     puts[3] = (struct mi_put){"k-many-1", &it[1], 1, "kind=d", -1};
-    CHECK_EQ_INT(mi_entry_put_many(s, puts, 4), 0);
+    CHECK_EQ_INT(mi_entry_put_many(s, puts, 4, NULL, 0), 0);
     CHECK_EQ_INT(puts[0].rc, MITHRIL_EINVAL);
     CHECK_EQ_INT(puts[1].rc, MITHRIL_ENOTFOUND);
     CHECK_EQ_INT(puts[2].rc, 0);

@@ -10,6 +10,8 @@
 #include "sign.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
@@ -296,6 +298,234 @@ test_push_pull(void)
     close_store(c, dc);
 }
 
+/*
+ * Wrappers that watch a pull's syncs: fsyncs of published blob files (a
+ * path under blobs/, not a temp file), how many blobs were linked into
+ * blobs/ before the first of them, and a switch that makes them fail.
+ */
+static int blob_fsyncs;
+static int blob_links;
+static int links_at_first_fsync = -1;
+static int fail_blob_fsync;
+
+static int
+is_blob_fd(int fd)
+{
+    char link[64];
+    char path[PATH_MAX];
+    ssize_t n;
+
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    n = readlink(link, path, sizeof(path) - 1);
+    if (n <= 0) {
+        return 0;
+    }
+    path[n] = '\0';
+    return strstr(path, "/blobs/") && strlen(strrchr(path, '/') + 1) == 64;
+}
+
+static int
+watch_fsync(int fd)
+{
+    if (is_blob_fd(fd)) {
+        if (fail_blob_fsync) {
+            errno = EIO;
+            return -1;
+        }
+        if (__atomic_add_fetch(&blob_fsyncs, 1, __ATOMIC_SEQ_CST) == 1) {
+            links_at_first_fsync =
+                __atomic_load_n(&blob_links, __ATOMIC_SEQ_CST);
+        }
+    }
+    return fsync(fd);
+}
+
+static int
+watch_link(const char *from, const char *to)
+{
+    int rc = link(from, to);
+
+    if (rc == 0 && strstr(to, "/blobs/")) {
+        __atomic_add_fetch(&blob_links, 1, __ATOMIC_SEQ_CST);
+    }
+    return rc;
+}
+
+static void
+watch_syncs(int fail)
+{
+    blob_fsyncs = blob_links = 0;
+    links_at_first_fsync = -1;
+    fail_blob_fsync = fail;
+    mi_sys.fsync = watch_fsync;
+    mi_sys.link = watch_link;
+}
+
+/* 1 if the index's sizes are those of the blob files it names. */
+static int
+sizes_exact(mithril_store *s, const char *const *keys, size_t n)
+{
+    char seen[256][MITHRIL_HEX_SIZE];
+    mithril_entry *e = NULL;
+    mithril_blob_info info;
+    mithril_stats st;
+    uint64_t stored = 0;
+    uint64_t logical = 0;
+    size_t ns = 0;
+    size_t i, j, k;
+
+    for (i = 0; i < n; i++) {
+        if (mithril_entry_peek(s, keys[i], &e) < 0) {
+            return 0;
+        }
+        for (j = 0; j < e->n_items; j++) {
+            for (k = 0; k < ns && strcmp(seen[k], e->items[j].addr); k++) {
+            }
+            if (k < ns || ns == 256 ||
+                mithril_store_blob_info(s, e->items[j].addr, &info) < 0) {
+                continue;
+            }
+            memcpy(seen[ns++], e->items[j].addr, MITHRIL_HEX_SIZE);
+            stored += info.stored_size;
+            logical += info.logical_size;
+        }
+        mithril_entry_free(e);
+    }
+    mithril_stats_get(s, &st);
+    return st.blobs == ns && st.size_bytes == stored &&
+           st.logical_bytes == logical && st.entries == n;
+}
+
+static void
+count_problem(const char *what, const char *which, void *ctx)
+{
+    (void)what;
+    (void)which;
+    (*(int *)ctx)++;
+}
+
+/*
+ * A pull links its blobs unsynced and syncs them a batch of entries at a
+ * time, back to back, before the one commit that records them: each blob
+ * synced once, after a batch's worth were linked; rows exact; a failed
+ * sync records nothing and loses nothing.
+ */
+static void
+test_pull_batched(void)
+{
+    size_t sizes[2] = {300u << 10, 5000}; /* O_DIRECT and buffered */
+    char keys[40][32];
+    const char *names[40];
+    char *da;
+    char *db;
+    mithril_store *a = open_store(&da);
+    mithril_store *b = open_store(&db);
+    mithril_verify_result vr;
+    mithril_sync_result r;
+    mithril_entry *e = NULL;
+    int problems = 0;
+    size_t i;
+
+    freeReplyObject(redis("FLUSHALL"));
+    for (i = 0; i < 40; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "w1/batch/%02zu", i);
+        names[i] = keys[i];
+        put_entry(a, keys[i], TAG_A, sizes, 2, 100 + 7 * (uint32_t)i);
+    }
+    CHECK_EQ_INT(mithril_store_set_remote(a, url, 0), 0);
+    CHECK_EQ_INT(mithril_remote_push(a, NULL, NULL, NULL, &r), 0);
+    CHECK_EQ_INT(mithril_store_set_remote(b, url, 1), 0);
+
+    /* A sync that fails: nothing recorded, nothing lost for later. */
+    watch_syncs(1);
+    memset(&r, 0, sizeof(r));
+    CHECK_EQ_INT(mithril_remote_pull(b, NULL, NULL, NULL, &r), 0);
+    mi_sys_reset();
+    CHECK_EQ_INT(r.entries, 0);
+    CHECK_EQ_INT(r.skipped, 40);
+    CHECK_EQ_INT(mithril_entry_peek(b, keys[0], &e), MITHRIL_ENOTFOUND);
+
+    /* The next pull records them all, the files already there included. */
+    CHECK_EQ_INT(mithril_remote_pull(b, NULL, NULL, NULL, &r), 0);
+    CHECK_EQ_INT(r.entries, 40);
+    CHECK(sizes_exact(b, names, 40));
+    for (i = 0; i < 40; i++) {
+        CHECK(same_entry(a, b, keys[i]));
+    }
+    close_store(b, db);
+
+    /* Into an empty store: synced once each, a batch (16 entries) at once. */
+    b = open_store(&db);
+    CHECK_EQ_INT(mithril_store_set_remote(b, url, 1), 0);
+    watch_syncs(0);
+    CHECK_EQ_INT(mithril_remote_pull(b, NULL, NULL, NULL, &r), 0);
+    mi_sys_reset();
+    CHECK_EQ_INT(r.entries, 40);
+    CHECK_EQ_INT(r.files, 80);
+    CHECK_EQ_INT(blob_fsyncs, 80);
+    CHECK(links_at_first_fsync >= 32);
+    CHECK(sizes_exact(b, names, 40));
+    for (i = 0; i < 40; i++) {
+        CHECK(same_entry(a, b, keys[i]));
+    }
+    memset(&vr, 0, sizeof(vr));
+    CHECK_EQ_INT(mithril_store_verify(b, count_problem, &problems, &vr), 0);
+    CHECK_EQ_INT(problems, 0);
+    CHECK_EQ_INT(vr.blobs_checked, 80);
+
+    close_store(a, da);
+    close_store(b, db);
+}
+
+/*
+ * An entry whose second blob is corrupt in Redis: the pull rejects it, and
+ * the first blob, already stored, is recorded as an orphan (sized, so
+ * eviction and stats see it), not left unindexed.
+ */
+static void
+test_pull_orphan(void)
+{
+    size_t sizes[2] = {300u << 10, 3000};
+    char *da;
+    char *db;
+    mithril_store *a = open_store(&da);
+    mithril_store *b = open_store(&db);
+    mithril_blob_info info;
+    mithril_entry *e = NULL;
+    mithril_sync_result r;
+    mithril_stats st;
+    redisReply *rep;
+    char bkey[128];
+
+    freeReplyObject(redis("FLUSHALL"));
+    put_entry(a, "w1/orphan", TAG_A, sizes, 2, 55);
+    CHECK_EQ_INT(mithril_store_set_remote(a, url, 0), 0);
+    CHECK_EQ_INT(mithril_remote_push(a, NULL, NULL, NULL, NULL), 0);
+    CHECK_EQ_INT(mithril_entry_peek(a, "w1/orphan", &e), 0);
+    snprintf(bkey, sizeof(bkey), "mithril:b:%s", e->items[1].addr);
+    rep = redis("GET %s", bkey);
+    CHECK(rep && rep->type == REDIS_REPLY_STRING && rep->len > 20);
+    rep->str[rep->len - 1] ^= 1;
+    freeReplyObject(redis("SET %s %b", bkey, rep->str, (size_t)rep->len));
+    freeReplyObject(rep);
+
+    CHECK_EQ_INT(mithril_store_set_remote(b, url, 1), 0);
+    CHECK_EQ_INT(mithril_remote_pull(b, NULL, NULL, NULL, &r), 0);
+    CHECK_EQ_INT(r.entries, 0);
+    CHECK_EQ_INT(r.rejected, 1);
+    CHECK_EQ_INT(mithril_store_exists(b, e->items[0].addr), 1);
+    CHECK_EQ_INT(mithril_store_exists(b, e->items[1].addr), 0);
+    CHECK_EQ_INT(mithril_store_blob_info(b, e->items[0].addr, &info), 0);
+    mithril_stats_get(b, &st);
+    CHECK_EQ_INT(st.entries, 0);
+    CHECK_EQ_INT(st.blobs, 1);
+    CHECK_EQ_INT(st.size_bytes, info.stored_size);
+    mithril_entry_free(e);
+
+    close_store(a, da);
+    close_store(b, db);
+}
+
 static void
 test_queue(void)
 {
@@ -543,6 +773,8 @@ main(void)
     }
     RUN(test_bad_urls);
     RUN(test_push_pull);
+    RUN(test_pull_batched);
+    RUN(test_pull_orphan);
     RUN(test_queue);
     RUN(test_tampered);
 #ifndef __SANITIZE_THREAD__

@@ -756,23 +756,23 @@ check_encoded_in(mithril_store *s)
     CHECK(!ZSTD_isError(zn) && zn < n);
 
     /* Raw, over the direct threshold, not a multiple of the block size. */
-    CHECK_EQ_INT(mi_store_put_encoded(s, a_raw, 0, raw, n, n), 0);
+    CHECK_EQ_INT(mi_store_put_encoded(s, a_raw, 0, raw, n, n, NULL), 0);
     CHECK(blob_file_size(s, a_raw) == (long long)(16 + n));
     CHECK_EQ_INT(mithril_store_get(s, a_raw, &back, &len), 0);
     CHECK(len == n && memcmp(back, raw, n) == 0);
     mithril_free(back);
     /* Present: nothing written again. */
-    CHECK_EQ_INT(mi_store_put_encoded(s, a_raw, 0, raw, n, n), 0);
+    CHECK_EQ_INT(mi_store_put_encoded(s, a_raw, 0, raw, n, n, NULL), 0);
 
     /* A zstd frame is kept as it is. */
-    CHECK_EQ_INT(mi_store_put_encoded(s, a_text, 1, z, zn, n), 0);
+    CHECK_EQ_INT(mi_store_put_encoded(s, a_text, 1, z, zn, n, NULL), 0);
     CHECK(blob_file_size(s, a_text) == (long long)(16 + zn));
     CHECK_EQ_INT(mithril_store_get(s, a_text, &back, &len), 0);
     CHECK(len == n && memcmp(back, text, n) == 0);
     mithril_free(back);
 
     /* Small: buffered. */
-    CHECK_EQ_INT(mi_store_put_encoded(s, a_small, 0, raw, 1000, 1000), 0);
+    CHECK_EQ_INT(mi_store_put_encoded(s, a_small, 0, raw, 1000, 1000, NULL), 0);
     CHECK_EQ_INT(mithril_store_get(s, a_small, &back, &len), 0);
     CHECK(len == 1000 && memcmp(back, raw, 1000) == 0);
     mithril_free(back);
@@ -783,18 +783,18 @@ check_encoded_in(mithril_store *s)
     memset(staged, 0xee, 16);
     addr_of(text, 2 * MIB, a_staged);
     CHECK_EQ_INT(
-        mi_store_put_staged(s, a_staged, 0, staged + 1, 2 * MIB, 2 * MIB),
+        mi_store_put_staged(s, a_staged, 0, staged + 1, 2 * MIB, 2 * MIB, NULL),
         MITHRIL_EINVAL);
-    CHECK_EQ_INT(mi_store_put_staged(s, a_staged, 0, staged, 2 * MIB, 2 * MIB),
-                 0);
+    CHECK_EQ_INT(
+        mi_store_put_staged(s, a_staged, 0, staged, 2 * MIB, 2 * MIB, NULL), 0);
     CHECK_EQ_INT(mithril_store_get(s, a_staged, &back, &len), 0);
     CHECK(len == 2 * MIB && memcmp(back, text, len) == 0);
     mithril_free(back);
 
     /* Bad arguments touch nothing. */
-    CHECK_EQ_INT(mi_store_put_encoded(s, "nothex", 0, raw, 10, 10),
+    CHECK_EQ_INT(mi_store_put_encoded(s, "nothex", 0, raw, 10, 10, NULL),
                  MITHRIL_EINVAL);
-    CHECK_EQ_INT(mi_store_put_encoded(s, a_small, 0, raw, 10, 11),
+    CHECK_EQ_INT(mi_store_put_encoded(s, a_small, 0, raw, 10, 11, NULL),
                  MITHRIL_EINVAL);
     CHECK_EQ_INT(count_in(s, "tmp"), 0);
 
@@ -821,16 +821,16 @@ test_put_encoded(void)
     fill_random(buf, MIB, 81);
     addr_of(buf, MIB, addr);
     buf[5] ^= 1;
-    CHECK_EQ_INT(mi_store_put_encoded(s, addr, 0, buf, MIB, MIB), 0);
+    CHECK_EQ_INT(mi_store_put_encoded(s, addr, 0, buf, MIB, MIB, NULL), 0);
     CHECK_EQ_INT(mithril_store_get(s, addr, &back, &len), MITHRIL_ECORRUPT);
     CHECK_EQ_INT(mithril_store_exists(s, addr), 0);
 
     /* Failures on the direct path leave no temp file and no blob. */
     mi_sys.pwrite = pwrite_eio;
-    CHECK_EQ_INT(mi_store_put_encoded(s, addr, 0, buf, MIB, MIB), -EIO);
+    CHECK_EQ_INT(mi_store_put_encoded(s, addr, 0, buf, MIB, MIB, NULL), -EIO);
     mi_sys_reset();
     mi_sys.fsync = fsync_eio;
-    CHECK_EQ_INT(mi_store_put_encoded(s, addr, 0, buf, MIB, MIB), -EIO);
+    CHECK_EQ_INT(mi_store_put_encoded(s, addr, 0, buf, MIB, MIB, NULL), -EIO);
     mi_sys_reset();
     CHECK_EQ_INT(count_in(s, "tmp"), 0);
     CHECK_EQ_INT(mithril_store_exists(s, addr), 0);
