@@ -75,7 +75,7 @@ static void *
 disk_writer(void *arg)
 {
     struct disk_job *j = arg;
-    char path[4200];
+    char path[4300];
     int i;
     int fd;
 
@@ -104,8 +104,9 @@ disk_ceiling(const char *base, int n)
 {
     struct disk_job j = {.n = n};
     pthread_t t[THREADS];
-    char dir[4100];
-    char path[4200];
+    char dir[4200];
+    char path[4300];
+    uint64_t state = 88172645463325252ULL;
     void *buf = NULL;
     double t0;
     double s;
@@ -115,7 +116,7 @@ disk_ceiling(const char *base, int n)
     if (mkdir(dir, 0700) < 0 || posix_memalign(&buf, 4096, BLOB) != 0) {
         return -1;
     }
-    memset(buf, 0x5a, BLOB);
+    fill(buf, BLOB, &state); /* incompressible, like the restore's */
     j.dir = dir;
     j.buf = buf;
     pthread_mutex_init(&j.mu, NULL);

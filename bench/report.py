@@ -146,13 +146,16 @@ def write_markdown(res, path):
             continue
         w("| figure | value | anchor | anchor value | ratio | goal | note |")
         w("|---|---|---|---|---|---|---|")
+        judged = set()  # a goal is shown beside its field's first figure
         for f in rows:
             r = f"{f['ratio']:.2f}x" if f["ratio"] is not None else ""
             av = (fmt_value(f["anchor"], f["unit"]) if f["anchor_name"]
                   else "")
+            g = "" if f["field"] in judged else goal_cell(res, f["field"])
+            judged.add(f["field"])
             w(f"| {f['name']} | {fmt_value(f['value'], f['unit'])} | "
               f"{f['anchor_name'] or ''} | {av} | {r} | "
-              f"{goal_cell(res, f['field'])} | {f['note'] or ''} |")
+              f"{g} | {f['note'] or ''} |")
 
     w("")
     w("### torch")
