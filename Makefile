@@ -86,9 +86,9 @@ sanitize:
 tsan:
 	cmake -S . -B build-tsan -DMITHRIL_TSAN=ON -DMITHRIL_PYTHON=OFF \
 	  -DCMAKE_BUILD_TYPE=Debug
-	cmake --build build-tsan -j $(JOBS) --target test_threads
+	cmake --build build-tsan -j $(JOBS) --target test_threads test_remote
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-	  ctest --output-on-failure -R thread
+	  ctest --output-on-failure -R "thread|remote"
 
 # Every C test under valgrind: no invalid access, no definite or indirect
 # leak (memory still reachable at exit is not a leak; children the tests

@@ -1348,11 +1348,11 @@ put_in_txn(mithril_store *s, struct mi_index *ix, MDB_txn *txn, const char *key,
     int64_t now = mi_now_ns();
     MDB_val k = {dlen, dbkey}, v, old;
     uint8_t sig[32];
+    int sign = mi_sign_has_secret(s) == 1;
     int rc;
 
-    rc = entry_encode(key, items, n, meta, now, s->has_secret ? sig : NULL,
-                      &enc, &elen);
-    if (rc == 0 && s->has_secret) {
+    rc = entry_encode(key, items, n, meta, now, sign ? sig : NULL, &enc, &elen);
+    if (rc == 0 && sign) {
         entry_sign(s, key, items, n, meta, sig);
         memcpy(enc + MI_HDR, sig, 32);
     }

@@ -51,7 +51,8 @@ struct mithril_store {
     /* sign.c */
     uint8_t secret_key[MITHRIL_BLAKE3_KEY_LEN];
     int has_secret;
-    int secret_loaded; /* MITHRIL_SECRET[_FILE] consulted */
+    int secret_loaded; /* MITHRIL_SECRET[_FILE] consulted (atomic) */
+    int secret_error;  /* configured but unusable: trust nothing */
 };
 
 /* ---- error.c: logging ---- */
@@ -182,8 +183,9 @@ int mi_blob_list_add(struct mi_blob_list *l, const char *addr, uint64_t stored,
 int mi_blob_list_move(struct mi_blob_list *to, struct mi_blob_list *from);
 void mi_blob_list_release(struct mi_blob_list *l);
 /*
- * Make the listed blob files durable: fsync each file once, then each of
- * their folders once (blobs/ab/cd, blobs/ab, blobs). Sorts l.
+ * Make the listed blob files durable: fsync each file once and each of
+ * their folders once (blobs/ab/cd, blobs/ab, blobs), on up to 4 threads.
+ * Sorts l. 0, or the first failure (-errno).
  */
 int mi_store_sync_blobs(mithril_store *s, struct mi_blob_list *l);
 
@@ -245,6 +247,13 @@ int mi_remote_pulled_recently(mithril_store *s, const char *toolchain);
 void mi_remote_enqueue_entry(mithril_store *s, const char *key);
 /* Read MITHRIL_SECRET / MITHRIL_SECRET_FILE once (unless NO_CONFIG). */
 int mi_sign_load_env(mithril_store *s);
+/*
+ * 1: entries are signed and checked with the store's secret; 0: no secret;
+ * MITHRIL_ESIGNATURE: a secret is configured but unusable (unreadable or
+ * empty file), so nothing from outside is trusted. Loads the environment's
+ * secret on first use, one thread at a time.
+ */
+int mi_sign_has_secret(mithril_store *s);
 
 /* ---- config.c ---- */
 

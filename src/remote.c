@@ -1813,11 +1813,12 @@ pool_one(struct pool *p, redisContext **c, struct direct_in *d,
 }
 
 /*
- * Make the pending blobs durable with one sync of the file system (it
- * covers every file published before it, whichever worker wrote it), then
- * record them and the pending entries in one index commit; counts go to
- * res. If the sync fails nothing is recorded: the entries count as
- * skipped, and the unrecorded files are what verify finds and indexes.
+ * Make the pending blobs durable (their files, then their folders, the
+ * syncs side by side; those already there are synced too, as another
+ * worker may have linked them unsynced), then record them and the pending
+ * entries in one index commit; counts go to res. If a sync fails nothing
+ * is recorded: the entries count as skipped, and the unrecorded files are
+ * what verify finds and indexes, or a later pull records.
  */
 static void
 pending_flush(struct pool *p, struct pending *pend, mithril_sync_result *res)
@@ -2018,6 +2019,9 @@ mithril_remote_push(mithril_store *s, const char *toolchain,
     }
     if (r->read_only) {
         return MITHRIL_ERDONLY;
+    }
+    if ((rc = mi_sign_has_secret(s)) < 0) {
+        return rc; /* entries would go out unsigned */
     }
     rc = mi_collect_entries(s, toolchain, &keys, &n);
     if (rc < 0) {

@@ -137,7 +137,8 @@ mithril_store_set_secret(mithril_store *s, const void *secret, size_t len)
         return MITHRIL_EINVAL;
     }
     pthread_mutex_lock(&secret_mu);
-    s->secret_loaded = 1;
+    __atomic_store_n(&s->secret_loaded, 1, __ATOMIC_RELEASE);
+    s->secret_error = 0;
     if (len == 0) {
         memset(s->secret_key, 0, sizeof(s->secret_key));
         s->has_secret = 0;
@@ -194,6 +195,14 @@ out:
     return rc;
 }
 
+/*
+ * One thread loads the secret while the others wait (load_mu), and
+ * secret_loaded is set only once the secret is in place: a worker of a
+ * pull must never see "loaded, no secret" while another is still reading
+ * MITHRIL_SECRET_FILE, or it would accept unsigned entries.
+ */
+static pthread_mutex_t load_mu = PTHREAD_MUTEX_INITIALIZER;
+
 int
 mi_sign_load_env(mithril_store *s)
 {
@@ -203,19 +212,16 @@ mi_sign_load_env(mithril_store *s)
     size_t len = 0;
     int rc = 0;
 
-    pthread_mutex_lock(&secret_mu);
-    if (s->secret_loaded) {
-        pthread_mutex_unlock(&secret_mu);
-        return 0;
-    }
-    s->secret_loaded = 1;
-    pthread_mutex_unlock(&secret_mu);
-    if (s->flags & MITHRIL_OPEN_NO_CONFIG) {
+    pthread_mutex_lock(&load_mu);
+    if (__atomic_load_n(&s->secret_loaded, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_unlock(&load_mu);
         return 0;
     }
     text = getenv("MITHRIL_SECRET");
     path = getenv("MITHRIL_SECRET_FILE");
-    if (text && *text) {
+    if (s->flags & MITHRIL_OPEN_NO_CONFIG) {
+        /* Only the API sets a secret. */
+    } else if (text && *text) {
         rc = mithril_store_set_secret(s, text, strlen(text));
     } else if (path && *path) {
         rc = read_secret_file(path, &file, &len);
@@ -231,19 +237,31 @@ mi_sign_load_env(mithril_store *s)
         }
         free(file);
     }
+    pthread_mutex_lock(&secret_mu);
+    if (rc < 0) {
+        /* A secret was asked for and cannot be had: fail closed. */
+        mi_log(MITHRIL_LOG_ERROR,
+               "the secret is configured but unusable: entries from a "
+               "remote or an archive are rejected, pushes and exports "
+               "refused");
+        s->secret_error = 1;
+    }
+    __atomic_store_n(&s->secret_loaded, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&secret_mu);
+    pthread_mutex_unlock(&load_mu);
     return rc;
 }
 
-static int
-store_has_secret(mithril_store *s)
+int
+mi_sign_has_secret(mithril_store *s)
 {
     int on;
 
-    if (!s->secret_loaded) {
+    if (!__atomic_load_n(&s->secret_loaded, __ATOMIC_ACQUIRE)) {
         mi_sign_load_env(s);
     }
     pthread_mutex_lock(&secret_mu);
-    on = s->has_secret;
+    on = s->secret_error ? MITHRIL_ESIGNATURE : s->has_secret;
     pthread_mutex_unlock(&secret_mu);
     return on;
 }
@@ -379,8 +397,13 @@ mi_wire_encode(mithril_store *s, const char *key, const char *meta,
     size_t start = out->len;
     int rc;
 
+    int on = mi_sign_has_secret(s);
+
+    if (on < 0) {
+        return on;
+    }
     rc = encode_canonical(key, meta, items, n_items, out);
-    if (rc == 0 && store_has_secret(s)) {
+    if (rc == 0 && on) {
         sign_bytes(s, out->data + start, out->len - start, sig);
         mithril_hex(sig, sizeof(sig), hex);
         rc = mi_buf_printf(out, "sig %s\n", hex);
@@ -551,7 +574,10 @@ mi_wire_accept(mithril_store *s, const struct mi_wire *w, const char *where)
             break;
         }
     }
-    if (rc == 0 && store_has_secret(s)) {
+    if (rc == 0 && mi_sign_has_secret(s) < 0) {
+        why = "the secret is configured but unusable";
+        rc = MITHRIL_ESIGNATURE;
+    } else if (rc == 0 && mi_sign_has_secret(s)) {
         if (!w->has_sig) {
             why = "unsigned";
             rc = MITHRIL_ESIGNATURE;

@@ -996,12 +996,70 @@ cmp_new_blob(const void *a, const void *b)
                   ((const struct mi_new_blob *)b)->addr);
 }
 
+/* One of the threads of mi_store_sync_blobs: the blobs i = k mod step. */
+struct sync_part {
+    mithril_store *s;
+    const struct mi_blob_list *l;
+    size_t k;
+    size_t step;
+    int rc;
+};
+
+static void *
+sync_part_run(void *arg)
+{
+    struct sync_part *p = arg;
+    const struct mi_new_blob *v = p->l->v;
+    char path[PATH_MAX];
+    size_t n = p->l->n;
+    size_t i;
+    int fd;
+
+    for (i = p->k; i < n && p->rc == 0; i += p->step) {
+        const char *a = v[i].addr;
+        int last = i + 1 == n;
+
+        if (!last && strcmp(a, v[i + 1].addr) == 0) {
+            continue; /* listed twice: the last one syncs it */
+        }
+        mi_blob_path(p->s, a, path);
+        fd = mi_sys.open(path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0 || mi_sys.fsync(fd) < 0) {
+            p->rc = mi_log_errno("fsync", path);
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+        /* The last blob of a folder syncs the folder. */
+        if (p->rc == 0 && (last || memcmp(a, v[i + 1].addr, 4) != 0)) {
+            blob_folder(p->s, a, path);
+            p->rc = mi_fsync_dir(path);
+        }
+        if (p->rc == 0 && (last || memcmp(a, v[i + 1].addr, 2) != 0)) {
+            snprintf(path, sizeof(path), "%s/blobs/%.2s", p->s->dir, a);
+            p->rc = mi_fsync_dir(path);
+        }
+    }
+    return NULL;
+}
+
+/*
+ * The syncs of a batch are independent, and once the first has committed
+ * the file system's journal the rest mostly wait for the device: up to
+ * SYNC_THREADS threads issue them side by side.
+ */
+#define SYNC_THREADS    4
+#define SYNC_PER_THREAD 8 /* blobs below which another thread costs more */
+
 int
 mi_store_sync_blobs(mithril_store *s, struct mi_blob_list *l)
 {
+    struct sync_part parts[SYNC_THREADS];
+    pthread_t threads[SYNC_THREADS];
     char path[PATH_MAX];
+    size_t want;
+    size_t started = 0;
     size_t i;
-    int fd;
     int rc = 0;
 
     if (l->n == 0) {
@@ -1009,29 +1067,27 @@ mi_store_sync_blobs(mithril_store *s, struct mi_blob_list *l)
     }
     /* Sorted, a blob listed twice and the blobs of one folder are adjacent. */
     qsort(l->v, l->n, sizeof(*l->v), cmp_new_blob);
-    for (i = 0; i < l->n && rc == 0; i++) {
-        const char *a = l->v[i].addr;
-        int last = i + 1 == l->n;
-
-        if (!last && strcmp(a, l->v[i + 1].addr) == 0) {
-            continue;
+    want = l->n / SYNC_PER_THREAD;
+    want = want < 1 ? 1 : want > SYNC_THREADS ? SYNC_THREADS : want;
+    for (i = 0; i < want; i++) {
+        parts[i] = (struct sync_part){s, l, i, want, 0};
+    }
+    for (i = 1; i < want; i++) {
+        if (pthread_create(&threads[i], NULL, sync_part_run, &parts[i]) != 0) {
+            break;
         }
-        mi_blob_path(s, a, path);
-        fd = mi_sys.open(path, O_RDONLY | O_CLOEXEC, 0);
-        if (fd < 0 || mi_sys.fsync(fd) < 0) {
-            rc = mi_log_errno("fsync", path);
-        }
-        if (fd >= 0) {
-            close(fd);
-        }
-        if (rc == 0 && (last || memcmp(a, l->v[i + 1].addr, 4) != 0)) {
-            blob_folder(s, a, path);
-            rc = mi_fsync_dir(path);
-        }
-        if (rc == 0 && (last || memcmp(a, l->v[i + 1].addr, 2) != 0)) {
-            snprintf(path, sizeof(path), "%s/blobs/%.2s", s->dir, a);
-            rc = mi_fsync_dir(path);
-        }
+        started = i;
+    }
+    /* Parts whose thread did not start run here, after part 0. */
+    sync_part_run(&parts[0]);
+    for (i = started + 1; i < want; i++) {
+        sync_part_run(&parts[i]);
+    }
+    for (i = 1; i <= started; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    for (i = 0; i < want; i++) {
+        rc = rc < 0 ? rc : parts[i].rc;
     }
     if (rc == 0) {
         snprintf(path, sizeof(path), "%s/blobs", s->dir);

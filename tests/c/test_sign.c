@@ -233,6 +233,42 @@ test_secret_env(void)
     free(dir);
 }
 
+/* A secret file that cannot be read: trust nothing, sign nothing. */
+static void
+test_secret_unusable(void)
+{
+    char *dir = check_tmpdir();
+    char path[4200];
+    mithril_store *s = NULL;
+    mithril_store *t = NULL;
+    mithril_item it;
+    struct mi_wire w;
+    struct mi_buf b = {0};
+
+    item_init(&it, "x", 1, 'e');
+    CHECK_EQ_INT(mithril_store_open(dir, MITHRIL_OPEN_CREATE, &t), 0);
+    CHECK_EQ_INT(mi_wire_encode(t, "k", "", &it, 1, &b), 0); /* unsigned */
+    snprintf(path, sizeof(path), "%s/no-such-secret", dir);
+    setenv("MITHRIL_SECRET_FILE", path, 1);
+    CHECK_EQ_INT(mithril_store_open(dir, MITHRIL_OPEN_CREATE, &s), 0);
+    CHECK_EQ_INT(mi_sign_has_secret(s), MITHRIL_ESIGNATURE);
+    unsetenv("MITHRIL_SECRET_FILE");
+    CHECK_EQ_INT(mi_wire_decode(b.data, b.len, &w), 0);
+    CHECK_EQ_INT(mi_wire_accept(s, &w, "test"), MITHRIL_ESIGNATURE);
+    CHECK_EQ_INT(rejected(s), 1);
+    mi_wire_release(&w);
+    mi_buf_release(&b);
+    CHECK_EQ_INT(mi_wire_encode(s, "k", "", &it, 1, &b), MITHRIL_ESIGNATURE);
+    mi_buf_release(&b);
+    /* Setting a secret through the API clears the error. */
+    CHECK_EQ_INT(mithril_store_set_secret(s, "k1", 2), 0);
+    CHECK_EQ_INT(mi_sign_has_secret(s), 1);
+    mithril_store_close(s);
+    mithril_store_close(t);
+    check_rmrf(dir);
+    free(dir);
+}
+
 static void
 test_tags(void)
 {
@@ -264,6 +300,7 @@ main(void)
     RUN(test_signature);
     RUN(test_names);
     RUN(test_secret_env);
+    RUN(test_secret_unusable);
     RUN(test_tags);
     return check_report();
 }

@@ -252,6 +252,28 @@ def test_secret_file_and_signed_archive(cli, tmp_path):
     assert _stats(cli, dir=no)["rejected"] == 1
 
 
+def test_unreadable_secret_fails_closed(cli, tmp_path):
+    """A secret file that is named but cannot be read: the import trusts
+    nothing (unsigned entries rejected, not taken as if no secret were
+    set), and an export refuses to write unsigned entries."""
+    src = tmp_path / "src"
+    f = tmp_path / "f"
+    f.write_bytes(_data(41, 1000))
+    cli("put", f, "--key", "k", dir=src, check=True)
+    archive = tmp_path / "a.mtar"
+    cli("export", archive, dir=src, check=True)  # unsigned
+    missing = {"MITHRIL_SECRET_FILE": str(tmp_path / "no-such-secret")}
+    dst = tmp_path / "dst"
+    p = cli("import", archive, dir=dst, env=missing, text=True)
+    assert "unusable" in p.stderr, p.stderr
+    assert "1 rejected" in p.stdout, p.stdout
+    assert cli("get", "--key", "k", dir=dst).returncode == 1
+    p = cli("export", tmp_path / "b.mtar", dir=src, env=missing, text=True)
+    assert p.returncode != 0
+    assert "unusable" in p.stderr, p.stderr
+    assert not (tmp_path / "b.mtar").exists()
+
+
 def _resp(port, *args):
     """One command to Redis over a raw socket (binary-safe both ways)."""
     out = b"*%d\r\n" % len(args)
