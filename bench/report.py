@@ -180,9 +180,11 @@ def write_markdown(res, path):
                 x = ratio(t.get(a), t.get(b))
                 return f"{x:.2f}x" if x is not None else "—"
             # remote/mithril: against the local warm starts interleaved
-            # with the remote ones when measured (see docs/BENCH.md).
+            # with the remote ones when measured, as the median of the
+            # pairs' ratios (see docs/BENCH.md).
             anchor = ("remote_local_warm_s" if t.get("remote_local_warm_s")
                       else "mithril_warm_s")
+            paired = t.get("remote_paired_ratio")
             over = (None if t.get("mithril_warm_s") is None
                     or t.get("eager_s") is None
                     else t["mithril_warm_s"] - t["eager_s"])
@@ -190,7 +192,7 @@ def write_markdown(res, path):
               f"{s('torch_warm_s')} | {s('mithril_warm_s')} | "
               f"{s('remote_warm_s')} | {r('mithril_warm_s', 'torch_warm_s')}"
               f" | {fmt_value(over, 's')} | "
-              f"{r('remote_warm_s', anchor)} | "
+              f"{f'{paired:.2f}x' if paired is not None else r('remote_warm_s', anchor)} | "
               f"{fmt_value(t.get('hit_rate'), '%')} | "
               f"{goal_cell(res, 'torch.' + str(t.get('model')))} |")
         w("")
