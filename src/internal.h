@@ -184,7 +184,7 @@ int mi_blob_list_move(struct mi_blob_list *to, struct mi_blob_list *from);
 void mi_blob_list_release(struct mi_blob_list *l);
 /*
  * Make the listed blob files durable: fsync each file once and each of
- * their folders once (blobs/ab/cd, blobs/ab, blobs), on up to 4 threads.
+ * their folders once (blobs/ab/cd, blobs/ab, blobs), on up to 8 threads.
  * Sorts l. 0, or the first failure (-errno).
  */
 int mi_store_sync_blobs(mithril_store *s, struct mi_blob_list *l);

@@ -1048,8 +1048,8 @@ sync_part_run(void *arg)
  * the file system's journal the rest mostly wait for the device: up to
  * SYNC_THREADS threads issue them side by side.
  */
-#define SYNC_THREADS    4
-#define SYNC_PER_THREAD 8 /* blobs below which another thread costs more */
+#define SYNC_THREADS    8
+#define SYNC_PER_THREAD 2 /* blobs each thread takes at least */
 
 int
 mi_store_sync_blobs(mithril_store *s, struct mi_blob_list *l)
