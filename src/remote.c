@@ -39,7 +39,9 @@
  * to the store, which keeps a zstd frame as it came and writes large
  * payloads with O_DIRECT (mi_store_put_staged). Push and pull run POOL
  * connections in parallel, so one entry's transfer overlaps another's
- * hashing and device writes.
+ * hashing and device writes. A pull's blobs are deferred puts: synced a
+ * batch (BATCH entries, pool-wide) at a time, just before the one index
+ * commit that records them with their entries (pending_flush).
  */
 #include "sign.h"
 
