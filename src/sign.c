@@ -395,9 +395,8 @@ mi_wire_encode(mithril_store *s, const char *key, const char *meta,
     uint8_t sig[MITHRIL_BLAKE3_OUT_LEN];
     char hex[MITHRIL_HEX_SIZE];
     size_t start = out->len;
-    int rc;
-
     int on = mi_sign_has_secret(s);
+    int rc;
 
     if (on < 0) {
         return on;
@@ -565,6 +564,7 @@ mi_wire_accept(mithril_store *s, const struct mi_wire *w, const char *where)
     uint8_t sig[MITHRIL_BLAKE3_OUT_LEN];
     const char *why = NULL;
     int rc = 0;
+    int on;
     size_t i;
 
     for (i = 0; i < w->n_items; i++) {
@@ -574,10 +574,11 @@ mi_wire_accept(mithril_store *s, const struct mi_wire *w, const char *where)
             break;
         }
     }
-    if (rc == 0 && mi_sign_has_secret(s) < 0) {
+    on = rc == 0 ? mi_sign_has_secret(s) : 0;
+    if (on < 0) {
         why = "the secret is configured but unusable";
         rc = MITHRIL_ESIGNATURE;
-    } else if (rc == 0 && mi_sign_has_secret(s)) {
+    } else if (on) {
         if (!w->has_sig) {
             why = "unsigned";
             rc = MITHRIL_ESIGNATURE;

@@ -1096,21 +1096,34 @@ mi_store_sync_blobs(mithril_store *s, struct mi_blob_list *l)
     return rc;
 }
 
+/* Room for want blobs in l (capacity doubles); -ENOMEM leaves l as is. */
+static int
+blob_list_reserve(struct mi_blob_list *l, size_t want)
+{
+    struct mi_new_blob *v;
+    size_t cap = l->cap ? l->cap : 16;
+
+    if (want <= l->cap) {
+        return 0;
+    }
+    while (cap < want) {
+        cap *= 2;
+    }
+    v = realloc(l->v, cap * sizeof(*v));
+    if (!v) {
+        return -ENOMEM;
+    }
+    l->v = v;
+    l->cap = cap;
+    return 0;
+}
+
 int
 mi_blob_list_add(struct mi_blob_list *l, const char *addr, uint64_t stored,
                  uint64_t logical, int row)
 {
-    struct mi_new_blob *v;
-    size_t cap;
-
-    if (l->n == l->cap) {
-        cap = l->cap ? l->cap * 2 : 16;
-        v = realloc(l->v, cap * sizeof(*v));
-        if (!v) {
-            return -ENOMEM;
-        }
-        l->v = v;
-        l->cap = cap;
+    if (blob_list_reserve(l, l->n + 1) < 0) {
+        return -ENOMEM;
     }
     memcpy(l->v[l->n].addr, addr, MITHRIL_HEX_SIZE);
     l->v[l->n].stored = stored;
@@ -1123,21 +1136,13 @@ mi_blob_list_add(struct mi_blob_list *l, const char *addr, uint64_t stored,
 int
 mi_blob_list_move(struct mi_blob_list *to, struct mi_blob_list *from)
 {
-    struct mi_new_blob *v;
-    size_t want = to->n + from->n;
-
-    if (want > to->cap) {
-        v = realloc(to->v, want * sizeof(*v));
-        if (!v) {
-            return -ENOMEM; /* both lists as they were */
-        }
-        to->v = v;
-        to->cap = want;
+    if (blob_list_reserve(to, to->n + from->n) < 0) {
+        return -ENOMEM; /* both lists as they were */
     }
     if (from->n > 0) {
-        memcpy(to->v + to->n, from->v, from->n * sizeof(*v));
+        memcpy(to->v + to->n, from->v, from->n * sizeof(*from->v));
     }
-    to->n = want;
+    to->n += from->n;
     from->n = 0;
     return 0;
 }
