@@ -1084,6 +1084,14 @@ class Suite:
                         "same files, 8 writers, O_DIRECT, fsync each",
                         "disk_write_bytes_per_s", repeats=rounds,
                         note="no network, no hashing, no index: a ceiling")
+            # Any durable restore is bounded by that ceiling: against the
+            # anchor, it says whether the goal can be met on this machine.
+            self.figure("remote", "the disk's own writes against "
+                        "redis-benchmark", "disk_write_bytes_per_s", "B/s",
+                        "redis-benchmark GET 4 MiB",
+                        "redis_benchmark_bytes_per_s", repeats=rounds,
+                        note="below 0.50x, no store that makes its writes "
+                             "durable can reach the goal here")
         if "remote_push_bytes_per_s" in self.fields:
             self.figure("remote", "push to Redis", "remote_push_bytes_per_s",
                         "B/s", repeats=rounds)
