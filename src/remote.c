@@ -244,6 +244,45 @@ ms_tv(int ms)
     return tv;
 }
 
+/*
+ * An error reply's verdict: MITHRIL_EREMOTE for a Redis Cluster's
+ * redirect or state errors (MOVED, ASK, CLUSTERDOWN, CROSSSLOT), which
+ * mean that this server cannot answer for the key at all, said once per
+ * process at error level; MITHRIL_EFORMAT for any other error.
+ */
+static int
+error_reply(const char *msg, size_t len)
+{
+    static const char *const cluster[] = {"MOVED ", "ASK ", "CLUSTERDOWN",
+                                          "CROSSSLOT"};
+    static int said;
+    size_t i;
+    size_t k;
+
+    for (i = 0; i < sizeof(cluster) / sizeof(cluster[0]); i++) {
+        k = strlen(cluster[i]);
+        if (len >= k && memcmp(msg, cluster[i], k) == 0) {
+            if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED)) {
+                mi_log(MITHRIL_LOG_ERROR,
+                       "remote: the server answered '%.*s': it is a node of "
+                       "a Redis Cluster, and mithril talks to one server; "
+                       "put a cluster proxy in front (docs/SCALING.md)",
+                       (int)(len < 120 ? len : 120), msg);
+            }
+            return MITHRIL_EREMOTE;
+        }
+    }
+    return MITHRIL_EFORMAT;
+}
+
+/* The same for a reply hiredis read: an error reply, or EFORMAT. */
+static int
+reply_error(const redisReply *rep)
+{
+    return rep->type == REDIS_REPLY_ERROR ? error_reply(rep->str, rep->len)
+                                          : MITHRIL_EFORMAT;
+}
+
 static redisContext *
 conn_open(struct mi_remote *r)
 {
@@ -296,6 +335,7 @@ reply_status(redisContext *c, redisReply *rep)
     }
     if (rep->type == REDIS_REPLY_ERROR) {
         mi_log(MITHRIL_LOG_DEBUG, "remote: %s", rep->str);
+        error_reply(rep->str, rep->len);
         rc = MITHRIL_EREMOTE;
     }
     freeReplyObject(rep);
@@ -701,6 +741,7 @@ fetch_chunks(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
         if (rep->type == REDIS_REPLY_NIL) {
             rc = MITHRIL_ENOTFOUND;
         } else if (rep->type != REDIS_REPLY_STRING || rep->len < 1) {
+            reply_error(rep);
             rc = MITHRIL_EREMOTE;
         } else {
             rc = decode_payload(rep->str[0], rep->str + 1, (size_t)rep->len - 1,
@@ -955,7 +996,10 @@ din_reply(redisContext *c, struct direct_in *d, size_t *n)
     line[k - 1] = '\0';
     d->pos += k + 1;
     if (line[0] == '-') {
-        return MITHRIL_EFORMAT;
+        /* A redirect: the stream is in step, but this server is no use. */
+        return error_reply(line + 1, k - 2) == MITHRIL_EREMOTE
+                   ? din_fail(c)
+                   : MITHRIL_EFORMAT;
     }
     errno = 0;
     len = line[0] == '$' ? strtoll(line + 1, &end, 10) : -2;
@@ -1074,7 +1118,7 @@ fetch_blobs(mithril_store *s, redisContext *c, struct direct_in *d,
             } else if (rep->type == REDIS_REPLY_NIL) {
                 one = MITHRIL_ENOTFOUND;
             } else if (rep->type != REDIS_REPLY_STRING) {
-                one = MITHRIL_EFORMAT;
+                one = reply_error(rep);
             } else {
                 one = 0;
                 val = (uint8_t *)rep->str;
@@ -1153,6 +1197,7 @@ fetch_entry(mithril_store *s, redisContext *c, struct direct_in *d,
         return MITHRIL_ENOTFOUND;
     }
     if (rep->type != REDIS_REPLY_STRING || (size_t)rep->len > MI_WIRE_MAX) {
+        reply_error(rep);
         freeReplyObject(rep);
         return MITHRIL_EREMOTE;
     }
@@ -1694,6 +1739,7 @@ remote_keys(redisContext *c, const char *toolchain, struct key_list *l)
         return MITHRIL_EREMOTE;
     }
     if (rep->type != REDIS_REPLY_ARRAY) {
+        reply_error(rep);
         freeReplyObject(rep);
         return MITHRIL_EREMOTE;
     }

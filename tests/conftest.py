@@ -63,9 +63,10 @@ def _free_port():
 class RedisServer:
     """A real redis-server on 127.0.0.1, owned by one test or session."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, extra=()):
         self.workdir = Path(workdir)
         self.port = _free_port()
+        self.extra = [str(a) for a in extra]
         self.proc = None
 
     @property
@@ -80,7 +81,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-             "--maxmemory", "4gb"],
+             "--maxmemory", "4gb", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -107,3 +108,30 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path):
+    """Three real redis-server nodes formed into one Redis Cluster (all
+    16,384 slots spread over them, no replicas)."""
+    nodes = []
+    try:
+        for i in range(3):
+            nodes.append(RedisServer(tmp_path / f"node{i}", extra=[
+                "--cluster-enabled", "yes", "--cluster-port", _free_port(),
+                "--cluster-config-file", tmp_path / f"node{i}.conf"]).start())
+        p = subprocess.run(
+            ["redis-cli", "--cluster", "create",
+             *[f"127.0.0.1:{n.port}" for n in nodes],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        deadline = time.time() + 30
+        while not all(b"cluster_state:ok" in n.cli("cluster", "info").stdout
+                      for n in nodes):
+            assert time.time() < deadline, "the cluster did not form"
+            time.sleep(0.1)
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()

@@ -349,3 +349,26 @@ def test_pull_large_blobs_and_bad_values(cli, tmp_path, redis_server):
             assert got.returncode == 0 and got.stdout == data
     assert _stats(cli, dir=third)["rejected"] == 1
     assert cli("verify", dir=third).returncode == 0
+
+
+
+def test_cluster_node_is_named(cli, tmp_path, producer, redis_cluster):
+    """A remote that is one node of a real three-node Redis Cluster: push
+    and pull fail as remote failures (exit 3), the error says the server
+    redirects and what to do about it, and the local store keeps its
+    entries."""
+    src, known = producer
+    # A node that does not own the listing set's slot: it must redirect.
+    other = next(n for n in redis_cluster if n.cli(
+        "type", "mithril:entries").stdout.startswith(b"MOVED"))
+    for cmd, dir in (("push", src), ("pull", tmp_path / "consumer")):
+        p = cli(cmd, "--remote", other.url, dir=dir, text=True)
+        assert p.returncode == 3, (cmd, p.stdout, p.stderr)
+        assert "Redis Cluster" in p.stderr, p.stderr
+        assert re.search(r"'MOVED \d+ 127\.0\.0\.1:\d+'", p.stderr), \
+            p.stderr
+        assert "proxy" in p.stderr
+    for key, data in known.items():
+        out = tmp_path / "out"
+        cli("get", "--key", key, "-o", out, dir=src, check=True)
+        assert out.read_bytes() == data
