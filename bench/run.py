@@ -1545,7 +1545,7 @@ def build_result(suite, started):
         "started": started,
         "duration_s": round(suite.duration, 1),
         "repeats": suite.repeats,
-        **commit_record(),
+        **suite.commit,
         "machine": machine,
         "versions": suite.versions,
     }
@@ -1594,6 +1594,9 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds")
     suite = Suite(args)
+    # The commit measured is the one checked out now, when the build is
+    # made: commits made while the suite runs are not in its figures.
+    suite.commit = commit_record()
     log(f"build {suite.build}, scratch {suite.tmp}, "
         f"{'quick' if suite.quick else 'full'} mode")
     suite.machine = machine_record()
