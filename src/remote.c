@@ -32,6 +32,11 @@
  *    one background thread drains; a full queue drops keys (the next push
  *    sends them). mi_remote_close waits at most about 1 s for it.
  *  - A read-only remote is never written.
+ *  - A Redis Cluster is found at its first MOVED answer: the slot map is
+ *    loaded (CLUSTER SLOTS, cluster.c) and each command goes to the node
+ *    serving its key, one connection per node and user (struct link); an
+ *    operation redirected again is tried afresh on a reloaded map, at most
+ *    REDIRECTS times. Keys are the same on a cluster as on one server.
  *
  * Pulls and read-throughs move an inline blob with one copy: its GET
  * replies are read off the socket straight into an aligned buffer laid
@@ -43,6 +48,7 @@
  * batch (BATCH entries, pool-wide) at a time, just before the one index
  * commit that records them with their entries (pending_flush).
  */
+#include "cluster.h"
 #include "sign.h"
 
 #include <errno.h>
@@ -67,6 +73,19 @@
 #define BUDGET_NS          (1000LL * 1000000LL)
 #define CLOSE_DRAIN_MS     1000
 #define WINDOW             4 /* pipelined GETs in flight */
+#define REDIRECTS          3 /* tries of one operation a cluster redirects */
+
+/*
+ * The connections of one user of the remote (a pull worker, the
+ * foreground, the write queue's thread): to node 0 for a plain server, or
+ * to each node of a cluster that this user has sent a key to, made on
+ * demand (link_for).
+ */
+struct link {
+    struct mi_remote *r;
+    redisContext *c[MI_CL_NODES];
+    pthread_mutex_t *pub; /* held while c[] changes, or NULL: see bg */
+};
 
 struct mi_remote {
     char *url;
@@ -75,9 +94,12 @@ struct mi_remote {
     int db;
     int read_only;
 
-    /* The foreground connection, one caller at a time. */
+    /* Where keys live: node 0 alone, or a cluster's slot map. */
+    struct mi_cluster *map;
+
+    /* The foreground connections, one caller at a time. */
     pthread_mutex_t mu;
-    redisContext *fg;
+    struct link fg;
     struct direct_in *fg_in; /* its blob reader, made on first use */
 
     /* The breaker, shared by both connections. */
@@ -98,8 +120,7 @@ struct mi_remote {
     int stop;
     int started;
     pthread_t thread;
-    redisContext *bg;
-    int bg_fd;
+    struct link bg; /* its c[] changes under qmu, read by remote_stop */
     uint64_t dropped;
     pid_t owner; /* the process whose thread and sockets these are */
 
@@ -115,6 +136,9 @@ static void direct_in_free(struct direct_in *d);
 
 /* Set while this thread records what it fetched: no echo to the queue. */
 static _Thread_local int fetching;
+
+/* Set when a cluster redirected one of this thread's commands. */
+static _Thread_local int redirected;
 
 /* ---- breaker ---- */
 
@@ -245,10 +269,11 @@ ms_tv(int ms)
 }
 
 /*
- * An error reply's verdict: MITHRIL_EREMOTE for a Redis Cluster's
- * redirect or state errors (MOVED, ASK, CLUSTERDOWN, CROSSSLOT), which
- * mean that this server cannot answer for the key at all, said once per
- * process at error level; MITHRIL_EFORMAT for any other error.
+ * An error reply's verdict: MITHRIL_EREMOTE for a Redis Cluster's answers
+ * (the key's slot is served elsewhere: MOVED, or ASK while it migrates,
+ * which also set `redirected` so that the operation is tried again on the
+ * cluster's new map; the cluster is failing: CLUSTERDOWN, said once per
+ * process at error level; CROSSSLOT); MITHRIL_EFORMAT for any other error.
  */
 static int
 error_reply(const char *msg, size_t len)
@@ -261,16 +286,16 @@ error_reply(const char *msg, size_t len)
 
     for (i = 0; i < sizeof(cluster) / sizeof(cluster[0]); i++) {
         k = strlen(cluster[i]);
-        if (len >= k && memcmp(msg, cluster[i], k) == 0) {
-            if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED)) {
-                mi_log(MITHRIL_LOG_ERROR,
-                       "remote: the server answered '%.*s': it is a node of "
-                       "a Redis Cluster, and mithril talks to one server; "
-                       "put a cluster proxy in front (docs/SCALING.md)",
-                       (int)(len < 120 ? len : 120), msg);
-            }
-            return MITHRIL_EREMOTE;
+        if (len < k || memcmp(msg, cluster[i], k) != 0) {
+            continue;
         }
+        if (i < 2) {
+            redirected = 1;
+        } else if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED)) {
+            mi_log(MITHRIL_LOG_ERROR, "remote: the cluster answered '%.*s'",
+                   (int)(len < 120 ? len : 120), msg);
+        }
+        return MITHRIL_EREMOTE;
     }
     return MITHRIL_EFORMAT;
 }
@@ -284,12 +309,12 @@ reply_error(const redisReply *rep)
 }
 
 static redisContext *
-conn_open(struct mi_remote *r)
+conn_open(struct mi_remote *r, const char *host, int port)
 {
     redisContext *c;
     redisReply *rep;
 
-    c = redisConnectWithTimeout(r->host, r->port, ms_tv(CONNECT_TIMEOUT_MS));
+    c = redisConnectWithTimeout(host, port, ms_tv(CONNECT_TIMEOUT_MS));
     if (!c) {
         return NULL;
     }
@@ -316,6 +341,111 @@ conn_open(struct mi_remote *r)
         freeReplyObject(rep);
     }
     return c;
+}
+
+/*
+ * The connection of link l to the node serving key (NULL: node 0), made
+ * if need be; NULL if it cannot be made.
+ */
+static redisContext *
+link_for(struct link *l, const char *key)
+{
+    struct mi_remote *r = l->r;
+    int i = key ? mi_cluster_node_for(r->map, key, strlen(key)) : 0;
+    redisContext *c;
+    char host[256];
+    int port;
+
+    if (l->c[i]) {
+        return l->c[i];
+    }
+    if (mi_cluster_node(r->map, i, host, sizeof(host), &port) < 0) {
+        return NULL;
+    }
+    c = conn_open(r, host, port);
+    if (c && l->pub) {
+        pthread_mutex_lock(l->pub);
+        l->c[i] = c;
+        pthread_mutex_unlock(l->pub);
+    } else if (c) {
+        l->c[i] = c;
+    }
+    return c;
+}
+
+/* 1 if a connection of l has failed (it must not be used again). */
+static int
+link_failed(const struct link *l)
+{
+    int i;
+
+    for (i = 0; i < MI_CL_NODES; i++) {
+        if (l->c[i] && l->c[i]->err) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Close every connection of l (after a failure: replies may be owed). */
+static void
+link_close(struct link *l)
+{
+    redisContext *c[MI_CL_NODES];
+    int i;
+
+    if (l->pub) {
+        pthread_mutex_lock(l->pub);
+    }
+    memcpy(c, l->c, sizeof(c));
+    memset(l->c, 0, sizeof(l->c));
+    if (l->pub) {
+        pthread_mutex_unlock(l->pub);
+    }
+    for (i = 0; i < MI_CL_NODES; i++) {
+        if (c[i]) {
+            redisFree(c[i]);
+        }
+    }
+}
+
+/*
+ * After a redirect: load the cluster's slot map from the first node that
+ * answers CLUSTER SLOTS, unless a map newer than generation gen is in
+ * already. 0, or MITHRIL_EREMOTE when no node gave one.
+ */
+static int
+cluster_refresh(struct mi_remote *r, uint64_t gen)
+{
+    char host[256];
+    redisContext *c;
+    redisReply *rep;
+    int port;
+    int rc = MITHRIL_EREMOTE;
+    int i;
+
+    for (i = 0; rc < 0 && mi_cluster_gen(r->map) == gen &&
+                mi_cluster_node(r->map, i, host, sizeof(host), &port) == 0;
+         i++) {
+        c = conn_open(r, host, port);
+        rep = c ? redisCommand(c, "CLUSTER SLOTS") : NULL;
+        if (rep && mi_cluster_load(r->map, rep, host) == 0) {
+            rc = 0;
+            if (gen == 0) {
+                mi_log(MITHRIL_LOG_DEBUG,
+                       "remote %s: a Redis Cluster; each key goes to the "
+                       "node serving its slot",
+                       r->url);
+            }
+        }
+        if (rep) {
+            freeReplyObject(rep);
+        }
+        if (c) {
+            redisFree(c);
+        }
+    }
+    return mi_cluster_gen(r->map) != gen ? 0 : rc;
 }
 
 /* A reply, or NULL on an I/O error (the connection is then unusable). */
@@ -369,6 +499,16 @@ cmd_set(redisContext *c, const char *key, const void *v1, size_t l1,
     return rc;
 }
 
+/* SET key on the node of l that serves it. */
+static int
+link_set(struct link *l, const char *key, const void *v1, size_t l1,
+         const void *v2, size_t l2)
+{
+    redisContext *c = link_for(l, key);
+
+    return c ? cmd_set(c, key, v1, l1, v2, l2) : MITHRIL_EREMOTE;
+}
+
 /* ---- attaching ---- */
 
 static void
@@ -379,12 +519,9 @@ remote_free(struct mi_remote *r)
     for (i = 0; i < r->qlen; i++) {
         free(r->queue[(r->qhead + i) % QUEUE_CAP]);
     }
-    if (r->fg) {
-        redisFree(r->fg);
-    }
-    if (r->bg) {
-        redisFree(r->bg);
-    }
+    link_close(&r->fg);
+    link_close(&r->bg);
+    mi_cluster_free(r->map);
     direct_in_free(r->fg_in);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->bmu);
@@ -429,12 +566,17 @@ mithril_store_set_remote(mithril_store *s, const char *url, int read_only)
         return rc;
     }
     r->url = strdup(url);
-    if (!r->url) {
+    r->map = mi_cluster_new(r->host, r->port);
+    if (!r->url || !r->map) {
+        free(r->url);
+        mi_cluster_free(r->map);
         free(r);
         return -ENOMEM;
     }
     r->read_only = read_only ? 1 : 0;
-    r->bg_fd = -1;
+    r->fg.r = r;
+    r->bg.r = r;
+    r->bg.pub = &r->qmu;
     r->owner = getpid();
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->bmu, NULL);
@@ -478,15 +620,8 @@ after_fork(struct mi_remote *r)
     r->busy = 0;
     r->started = 0;
     r->stop = 0;
-    if (r->fg) {
-        redisFree(r->fg);
-        r->fg = NULL;
-    }
-    if (r->bg) {
-        redisFree(r->bg);
-        r->bg = NULL;
-    }
-    r->bg_fd = -1;
+    link_close(&r->fg);
+    link_close(&r->bg);
 }
 
 static struct mi_remote *
@@ -599,7 +734,7 @@ temp_fd(mithril_store *s)
 
 /* Send one local blob (content size len) to the remote. */
 static int
-push_blob(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
+push_blob(mithril_store *s, struct link *l, const char *addr, uint64_t len,
           uint64_t *sent)
 {
     uint8_t head[HEADER_LEN] = {'M', 'B', '1', 'r'};
@@ -624,8 +759,8 @@ push_blob(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
         zlen = maybe_compress(data, dlen, &z);
         head[3] = zlen ? 'z' : 'r';
         mi_put_le64(head + 4, dlen);
-        rc = cmd_set(c, key, head, HEADER_LEN, zlen ? z : data,
-                     zlen ? zlen : dlen);
+        rc = link_set(l, key, head, HEADER_LEN, zlen ? z : data,
+                      zlen ? zlen : dlen);
         *sent += HEADER_LEN + (zlen ? zlen : dlen);
         goto out;
     }
@@ -658,9 +793,9 @@ push_blob(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
         blob_key(key, sizeof(key), addr, (long)i);
         buf[0] = zlen ? 'z' : 'r';
         if (zlen) {
-            rc = cmd_set(c, key, buf, 1, z, zlen);
+            rc = link_set(l, key, buf, 1, z, zlen);
         } else {
-            rc = cmd_set(c, key, buf, want + 1, NULL, 0);
+            rc = link_set(l, key, buf, want + 1, NULL, 0);
         }
         free(z);
         z = NULL;
@@ -676,7 +811,7 @@ push_blob(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
     head[14] = (uint8_t)(nchunks >> 16);
     head[15] = (uint8_t)(nchunks >> 24);
     blob_key(key, sizeof(key), addr, -1);
-    rc = cmd_set(c, key, head, HEADER_LEN, NULL, 0);
+    rc = link_set(l, key, head, HEADER_LEN, NULL, 0);
     *sent += HEADER_LEN;
 out:
     if (fd >= 0) {
@@ -690,9 +825,10 @@ out:
 
 /* Fetch the chunks of a chunked blob into the local store, verified. */
 static int
-fetch_chunks(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
+fetch_chunks(mithril_store *s, struct link *l, const char *addr, uint64_t len,
              uint64_t nchunks, uint64_t *got_bytes)
 {
+    redisContext *on[WINDOW]; /* chunk i's request went to on[i % WINDOW] */
     uint8_t digest[MITHRIL_BLAKE3_OUT_LEN];
     char hex[MITHRIL_HEX_SIZE];
     char put_addr[MITHRIL_HEX_SIZE];
@@ -724,15 +860,18 @@ fetch_chunks(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
 
         /* Keep up to WINDOW requests in flight. */
         while (sent < nchunks && sent < i + WINDOW) {
+            redisContext *c;
+
             blob_key(key, sizeof(key), addr, (long)sent);
             lens[1] = strlen(key);
-            if (redisAppendCommandArgv(c, 2, argv, lens) != REDIS_OK) {
+            c = link_for(l, key);
+            if (!c || redisAppendCommandArgv(c, 2, argv, lens) != REDIS_OK) {
                 rc = MITHRIL_EREMOTE;
                 goto out;
             }
-            sent++;
+            on[sent++ % WINDOW] = c;
         }
-        if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
+        if (redisGetReply(on[i % WINDOW], (void **)&rep) != REDIS_OK || !rep) {
             rep = NULL;
             rc = MITHRIL_EREMOTE;
             goto out;
@@ -774,7 +913,8 @@ fetch_chunks(mithril_store *s, redisContext *c, const char *addr, uint64_t len,
 out:
     /* Replies still owed after a failure: read and drop them. */
     while (rc != MITHRIL_EREMOTE && received < sent) {
-        if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
+        if (redisGetReply(on[received % WINDOW], (void **)&rep) != REDIS_OK ||
+            !rep) {
             rc = MITHRIL_EREMOTE;
             break;
         }
@@ -1052,12 +1192,14 @@ flush_out(redisContext *c)
  * defer, inline blobs are deferred puts (see mi_store_put_staged).
  */
 static int
-fetch_blobs(mithril_store *s, redisContext *c, struct direct_in *d,
+fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
             const struct mi_wire *w, uint64_t *files, uint64_t *bytes,
             struct mi_blob_list *defer)
 {
     struct deferred later[WINDOW];
     const mithril_item *batch[WINDOW];
+    redisContext *on[WINDOW]; /* batch[i]'s request went to on[i] */
+    redisContext *c = NULL;   /* the one connection of a plain server */
     char key[128];
     const char *argv[2] = {"GET", key};
     size_t lens[2] = {3, 0};
@@ -1069,6 +1211,10 @@ fetch_blobs(mithril_store *s, redisContext *c, struct direct_in *d,
     int direct;
     int rc = 0;
 
+    /* d reads replies of one connection only: not on a cluster's. */
+    if (d && mi_cluster_on(l->r->map)) {
+        d = NULL;
+    }
     while (next < w->n_items) {
         nb = 0;
         while (next < w->n_items && nb < WINDOW) {
@@ -1083,9 +1229,12 @@ fetch_blobs(mithril_store *s, redisContext *c, struct direct_in *d,
             }
             blob_key(key, sizeof(key), it->addr, -1);
             lens[1] = strlen(key);
-            if (redisAppendCommandArgv(c, 2, argv, lens) != REDIS_OK) {
+            on[nb] = link_for(l, d ? NULL : key);
+            if (!on[nb] ||
+                redisAppendCommandArgv(on[nb], 2, argv, lens) != REDIS_OK) {
                 return MITHRIL_EREMOTE;
             }
+            c = on[nb];
             batch[nb++] = it;
         }
         direct = d && nb > 0 && c->reader->pos == c->reader->len;
@@ -1113,7 +1262,8 @@ fetch_blobs(mithril_store *s, redisContext *c, struct direct_in *d,
                     return one;
                 }
                 val = d->buf;
-            } else if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
+            } else if (redisGetReply(on[i], (void **)&rep) != REDIS_OK ||
+                       !rep) {
                 return MITHRIL_EREMOTE;
             } else if (rep->type == REDIS_REPLY_NIL) {
                 one = MITHRIL_ENOTFOUND;
@@ -1149,7 +1299,7 @@ fetch_blobs(mithril_store *s, redisContext *c, struct direct_in *d,
             return din_fail(c);
         }
         for (i = 0; rc == 0 && i < nl; i++) {
-            rc = fetch_chunks(s, c, later[i].item->addr, later[i].item->size,
+            rc = fetch_chunks(s, l, later[i].item->addr, later[i].item->size,
                               later[i].nchunks, bytes);
             *files += rc == 0;
         }
@@ -1175,10 +1325,11 @@ struct fetch_result {
  * blobs are deferred puts listed in defer (the pool records both).
  */
 static int
-fetch_entry(mithril_store *s, redisContext *c, struct direct_in *d,
+fetch_entry(mithril_store *s, struct link *l, struct direct_in *d,
             const char *key, struct fetch_result *res, struct mi_wire *keep,
             struct mi_blob_list *defer)
 {
+    redisContext *c;
     char rkey[600];
     const char *argv[2] = {"GET", rkey};
     size_t lens[2] = {3, 0};
@@ -1188,7 +1339,8 @@ fetch_entry(mithril_store *s, redisContext *c, struct direct_in *d,
 
     snprintf(rkey, sizeof(rkey), "mithril:e:%s", key);
     lens[1] = strlen(rkey);
-    rep = call(c, 2, argv, lens);
+    c = link_for(l, rkey);
+    rep = c ? call(c, 2, argv, lens) : NULL;
     if (!rep) {
         return MITHRIL_EREMOTE;
     }
@@ -1223,7 +1375,7 @@ fetch_entry(mithril_store *s, redisContext *c, struct direct_in *d,
         goto out;
     }
     rc =
-        fetch_blobs(s, c, d, &w, &res->files, &res->bytes, keep ? defer : NULL);
+        fetch_blobs(s, l, d, &w, &res->files, &res->bytes, keep ? defer : NULL);
     if (rc == MITHRIL_ECORRUPT) {
         mi_log(MITHRIL_LOG_WARN,
                "rejected entry '%s' from remote: a blob does not match its "
@@ -1248,9 +1400,11 @@ out:
 
 /* Send one local entry and the blobs the remote lacks. */
 static int
-push_entry(mithril_store *s, redisContext *c, const mithril_entry *e,
+push_entry(mithril_store *s, struct link *l, const mithril_entry *e,
            uint64_t *files, uint64_t *bytes)
 {
+    redisContext *on[16]; /* EXISTS j went to on[j] */
+    redisContext *c;
     char rkey[600];
     char tag[17];
     char tkey[64];
@@ -1275,20 +1429,25 @@ push_entry(mithril_store *s, redisContext *c, const mithril_entry *e,
             argv[1] = key;
             lens[0] = 6;
             lens[1] = strlen(key);
-            if (redisAppendCommandArgv(c, 2, argv, lens) != REDIS_OK) {
+            on[j] = link_for(l, key);
+            if (!on[j] ||
+                redisAppendCommandArgv(on[j], 2, argv, lens) != REDIS_OK) {
                 return MITHRIL_EREMOTE;
             }
         }
         for (j = 0; j < n; j++) {
-            if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
+            if (redisGetReply(on[j], (void **)&rep) != REDIS_OK || !rep) {
                 return MITHRIL_EREMOTE;
+            }
+            if (rep->type == REDIS_REPLY_ERROR) {
+                reply_error(rep); /* a redirect is noted: SET will tell */
             }
             missing[j] = rep->type != REDIS_REPLY_INTEGER || rep->integer == 0;
             freeReplyObject(rep);
         }
         for (j = 0; j < n && rc == 0; j++) {
             if (missing[j]) {
-                rc = push_blob(s, c, e->items[i + j].addr, e->items[i + j].size,
+                rc = push_blob(s, l, e->items[i + j].addr, e->items[i + j].size,
                                bytes);
                 *files += rc == 0;
             }
@@ -1303,7 +1462,7 @@ push_entry(mithril_store *s, redisContext *c, const mithril_entry *e,
         return rc;
     }
     snprintf(rkey, sizeof(rkey), "mithril:e:%s", e->key);
-    rc = cmd_set(c, rkey, enc.data, enc.len, NULL, 0);
+    rc = link_set(l, rkey, enc.data, enc.len, NULL, 0);
     *bytes += enc.len;
     mi_buf_release(&enc);
     argv[0] = "SADD";
@@ -1313,48 +1472,61 @@ push_entry(mithril_store *s, redisContext *c, const mithril_entry *e,
     lens[1] = strlen(argv[1]);
     lens[2] = strlen(e->key);
     if (rc == 0) {
-        rc = reply_status(c, call(c, 3, argv, lens));
+        c = link_for(l, argv[1]);
+        rc = c ? reply_status(c, call(c, 3, argv, lens)) : MITHRIL_EREMOTE;
     }
     if (rc == 0 && mi_meta_tag(e->meta, tag) == 0) {
         snprintf(tkey, sizeof(tkey), "mithril:tc:%s", tag);
         argv[1] = tkey;
         lens[1] = strlen(tkey);
-        rc = reply_status(c, call(c, 3, argv, lens));
+        c = link_for(l, tkey);
+        rc = c ? reply_status(c, call(c, 3, argv, lens)) : MITHRIL_EREMOTE;
     }
     return rc;
 }
 
 /*
- * Run op on the foreground connection under the breaker. An I/O failure
- * drops the connection and counts against the breaker.
+ * Whether an operation on l that a cluster redirected (`redirected`, reset
+ * by the caller before each try) is tried again: at most REDIRECTS tries
+ * in all (*tries counts them), each on the slot map loaded anew if no
+ * newer one than generation gen came in meanwhile. The link is closed
+ * first: replies may still be owed on its connections.
  */
 static int
-with_fg(mithril_store *s, struct mi_remote *r, redisContext **out)
+again(struct link *l, uint64_t gen, int *tries)
+{
+    if (!redirected || ++*tries >= REDIRECTS) {
+        return 0;
+    }
+    link_close(l);
+    return cluster_refresh(l->r, gen) == 0;
+}
+
+/*
+ * The foreground connections under the breaker (with_fg, then after_fg
+ * with the outcome). An I/O failure drops them and counts against the
+ * breaker.
+ */
+static int
+with_fg(mithril_store *s, struct mi_remote *r)
 {
     int64_t t0 = mi_now_ns();
 
     if (!breaker_allow(r)) {
         return MITHRIL_EREMOTE;
     }
-    if (!r->fg) {
-        r->fg = conn_open(r);
-        if (!r->fg) {
-            breaker_fail(s, r, mi_now_ns() - t0, "connect failed");
-            return MITHRIL_EREMOTE;
-        }
+    if (!link_for(&r->fg, NULL)) {
+        breaker_fail(s, r, mi_now_ns() - t0, "connect failed");
+        return MITHRIL_EREMOTE;
     }
-    *out = r->fg;
     return 0;
 }
 
 static void
 after_fg(mithril_store *s, struct mi_remote *r, int rc, int64_t t0)
 {
-    if (rc == MITHRIL_EREMOTE || (r->fg && r->fg->err)) {
-        if (r->fg) {
-            redisFree(r->fg);
-            r->fg = NULL;
-        }
+    if (rc == MITHRIL_EREMOTE || link_failed(&r->fg)) {
+        link_close(&r->fg);
         breaker_fail(s, r, mi_now_ns() - t0, "call failed");
     } else {
         breaker_ok(r);
@@ -1366,9 +1538,10 @@ mi_remote_fetch_entry(mithril_store *s, const char *key)
 {
     struct fetch_result res = {0, 0};
     struct mi_remote *r;
-    redisContext *c;
     sigset_t old;
+    uint64_t gen;
     int64_t t0;
+    int tries = 0;
     int rc;
 
     if (!s || !key || fetching) {
@@ -1381,12 +1554,16 @@ mi_remote_fetch_entry(mithril_store *s, const char *key)
     pthread_mutex_lock(&r->mu);
     sigpipe_block(&old);
     t0 = mi_now_ns();
-    rc = with_fg(s, r, &c);
+    rc = with_fg(s, r);
     if (rc == 0) {
         if (!r->fg_in) {
             r->fg_in = direct_in_new(); /* NULL: hiredis reads the blobs */
         }
-        rc = fetch_entry(s, c, r->fg_in, key, &res, NULL, NULL);
+        do {
+            gen = mi_cluster_gen(r->map);
+            redirected = 0;
+            rc = fetch_entry(s, &r->fg, r->fg_in, key, &res, NULL, NULL);
+        } while (again(&r->fg, gen, &tries));
         after_fg(s, r, rc, t0);
     }
     sigpipe_restore(&old);
@@ -1413,7 +1590,9 @@ push_queued(mithril_store *s, struct mi_remote *r, const char *key)
     uint64_t bytes = 0;
     mithril_entry *e = NULL;
     sigset_t old;
+    uint64_t gen;
     int64_t t0;
+    int tries = 0;
     int rc;
 
     if (!breaker_allow(r)) {
@@ -1424,23 +1603,13 @@ push_queued(mithril_store *s, struct mi_remote *r, const char *key)
     }
     sigpipe_block(&old);
     t0 = mi_now_ns();
-    if (!r->bg) {
-        redisContext *c = conn_open(r);
-
-        pthread_mutex_lock(&r->qmu);
-        r->bg = c;
-        r->bg_fd = c ? c->fd : -1;
-        pthread_mutex_unlock(&r->qmu);
-    }
-    rc = r->bg ? push_entry(s, r->bg, e, &files, &bytes) : MITHRIL_EREMOTE;
-    if (rc == MITHRIL_EREMOTE || (r->bg && r->bg->err)) {
-        pthread_mutex_lock(&r->qmu);
-        if (r->bg) {
-            redisFree(r->bg);
-        }
-        r->bg = NULL;
-        r->bg_fd = -1;
-        pthread_mutex_unlock(&r->qmu);
+    do {
+        gen = mi_cluster_gen(r->map);
+        redirected = 0;
+        rc = push_entry(s, &r->bg, e, &files, &bytes);
+    } while (again(&r->bg, gen, &tries));
+    if (rc == MITHRIL_EREMOTE || link_failed(&r->bg)) {
+        link_close(&r->bg);
         breaker_fail(s, r, mi_now_ns() - t0, "queued push failed");
     } else if (rc == 0) {
         breaker_ok(r);
@@ -1599,8 +1768,10 @@ remote_stop(mithril_store *s, struct mi_remote *r)
     }
     r->qlen = 0;
     /* Cut a call in flight short instead of waiting out its timeout. */
-    if (r->busy && r->bg_fd >= 0) {
-        shutdown(r->bg_fd, SHUT_RDWR);
+    for (i = 0; r->busy && i < MI_CL_NODES; i++) {
+        if (r->bg.c[i]) {
+            shutdown(r->bg.c[i]->fd, SHUT_RDWR);
+        }
     }
     pthread_cond_broadcast(&r->qcond);
     pthread_mutex_unlock(&r->qmu);
@@ -1719,8 +1890,9 @@ mi_free_keys(char **keys, size_t n)
 
 /* The entry keys the remote lists for a toolchain (or all of them). */
 static int
-remote_keys(redisContext *c, const char *toolchain, struct key_list *l)
+remote_keys(struct link *link, const char *toolchain, struct key_list *l)
 {
+    redisContext *c;
     char tag[17];
     char skey[64] = "mithril:entries";
     const char *argv[2] = {"SMEMBERS", skey};
@@ -1734,7 +1906,8 @@ remote_keys(redisContext *c, const char *toolchain, struct key_list *l)
         snprintf(skey, sizeof(skey), "mithril:tc:%s", tag);
     }
     lens[1] = strlen(skey);
-    rep = call(c, 2, argv, lens);
+    c = link_for(link, skey);
+    rep = c ? call(c, 2, argv, lens) : NULL;
     if (!rep) {
         return MITHRIL_EREMOTE;
     }
@@ -1798,13 +1971,15 @@ struct pool {
  * the pool's shared batch, which counts it when recorded.
  */
 static int
-pool_one(struct pool *p, redisContext **c, struct direct_in *d,
+pool_one(struct pool *p, struct link *l, struct direct_in *d,
          struct mi_wire *keep, int *kept, struct mi_blob_list *defer,
          const char *key, mithril_sync_result *res)
 {
     struct fetch_result fr = {0, 0};
     mithril_entry *e = NULL;
+    uint64_t gen;
     int64_t t0;
+    int tries = 0;
     int have;
     int rc;
 
@@ -1819,26 +1994,23 @@ pool_one(struct pool *p, redisContext **c, struct direct_in *d,
         mithril_entry_free(e);
         return MITHRIL_EREMOTE;
     }
-    if (!*c) {
-        *c = conn_open(p->r);
-        if (!*c) {
-            mithril_entry_free(e);
-            breaker_fail(p->s, p->r, mi_now_ns() - t0, "connect failed");
-            return MITHRIL_EREMOTE;
-        }
-    }
-    if (p->pull) {
-        rc = fetch_entry(p->s, *c, d, key, &fr, keep, defer);
-        *kept = rc == 0;
-    } else {
-        rc = push_entry(p->s, *c, e, &fr.files, &fr.bytes);
+    if (!link_for(l, NULL)) {
         mithril_entry_free(e);
+        breaker_fail(p->s, p->r, mi_now_ns() - t0, "connect failed");
+        return MITHRIL_EREMOTE;
     }
+    do {
+        gen = mi_cluster_gen(p->r->map);
+        redirected = 0;
+        rc = p->pull ? fetch_entry(p->s, l, d, key, &fr, keep, defer)
+                     : push_entry(p->s, l, e, &fr.files, &fr.bytes);
+    } while (again(l, gen, &tries));
+    *kept = p->pull && rc == 0;
+    mithril_entry_free(e);
     res->files += fr.files;
     res->bytes += fr.bytes;
-    if (rc == MITHRIL_EREMOTE || (*c)->err) {
-        redisFree(*c);
-        *c = NULL;
+    if (rc == MITHRIL_EREMOTE || link_failed(l)) {
+        link_close(l);
         breaker_fail(p->s, p->r, mi_now_ns() - t0, "call failed");
         return MITHRIL_EREMOTE;
     }
@@ -1951,7 +2123,7 @@ static void *
 pool_worker(void *arg)
 {
     struct pool *p = arg;
-    redisContext *c = NULL;
+    struct link l = {.r = p->r};
     struct direct_in *d = p->pull ? direct_in_new() : NULL;
     struct mi_blob_list mine = {0};
     struct mi_wire slot;
@@ -1972,7 +2144,7 @@ pool_worker(void *arg)
         pthread_mutex_unlock(&p->mu);
         memset(&one, 0, sizeof(one));
         kept = 0;
-        rc = pool_one(p, &c, d, &slot, &kept, &mine, p->keys[i], &one);
+        rc = pool_one(p, &l, d, &slot, &kept, &mine, p->keys[i], &one);
         if (kept || mine.n > 0) {
             pending_share(p, kept ? &slot : NULL, &mine, &one);
         }
@@ -1991,9 +2163,7 @@ pool_worker(void *arg)
         }
         pthread_mutex_unlock(&p->mu);
     }
-    if (c) {
-        redisFree(c);
-    }
+    link_close(&l);
     direct_in_free(d);
     mi_blob_list_release(&mine);
     sigpipe_restore(&old);
@@ -2094,9 +2264,10 @@ mithril_remote_pull(mithril_store *s, const char *toolchain,
     struct key_list l = {0};
     struct mi_remote *r;
     struct pool p;
-    redisContext *c;
     sigset_t old;
+    uint64_t gen;
     int64_t t0;
+    int tries = 0;
     int rc;
 
     if (!s) {
@@ -2111,9 +2282,13 @@ mithril_remote_pull(mithril_store *s, const char *toolchain,
     pthread_mutex_lock(&r->mu);
     sigpipe_block(&old);
     t0 = mi_now_ns();
-    rc = with_fg(s, r, &c);
+    rc = with_fg(s, r);
     if (rc == 0) {
-        rc = remote_keys(c, toolchain, &l);
+        do {
+            gen = mi_cluster_gen(r->map);
+            redirected = 0;
+            rc = remote_keys(&r->fg, toolchain, &l);
+        } while (again(&r->fg, gen, &tries));
         after_fg(s, r, rc, t0);
     }
     sigpipe_restore(&old);
