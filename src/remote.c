@@ -269,11 +269,16 @@ ms_tv(int ms)
 }
 
 /*
- * An error reply's verdict: MITHRIL_EREMOTE for a Redis Cluster's answers
- * (the key's slot is served elsewhere: MOVED, or ASK while it migrates,
- * which also set `redirected` so that the operation is tried again on the
- * cluster's new map; the cluster is failing: CLUSTERDOWN, said once per
- * process at error level; CROSSSLOT); MITHRIL_EFORMAT for any other error.
+ * An error reply's verdict, for a Redis Cluster's answers:
+ *   MOVED        the key's slot is served by another node: MITHRIL_EREMOTE,
+ *                and `redirected` is set so that the operation is tried
+ *                again on the cluster's map loaded anew;
+ *   ASK          the slot is migrating and the key is not on this node
+ *                (it may be on the next): MITHRIL_ENOTFOUND, a miss for
+ *                now (ASK is not followed, see LIMITATIONS);
+ *   CLUSTERDOWN, CROSSSLOT
+ *                MITHRIL_EREMOTE, said once per process at error level;
+ * and MITHRIL_EFORMAT for any other error.
  */
 static int
 error_reply(const char *msg, size_t len)
@@ -289,8 +294,10 @@ error_reply(const char *msg, size_t len)
         if (len < k || memcmp(msg, cluster[i], k) != 0) {
             continue;
         }
-        if (i < 2) {
+        if (i == 0) {
             redirected = 1;
+        } else if (i == 1) {
+            return MITHRIL_ENOTFOUND;
         } else if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED)) {
             mi_log(MITHRIL_LOG_ERROR, "remote: the cluster answered '%.*s'",
                    (int)(len < 120 ? len : 120), msg);
@@ -306,6 +313,17 @@ reply_error(const redisReply *rep)
 {
     return rep->type == REDIS_REPLY_ERROR ? error_reply(rep->str, rep->len)
                                           : MITHRIL_EFORMAT;
+}
+
+/*
+ * A reply that is not what the command answers when it works: a miss when
+ * the cluster says so (ASK), else MITHRIL_EREMOTE.
+ */
+static int
+unexpected(const redisReply *rep)
+{
+    return reply_error(rep) == MITHRIL_ENOTFOUND ? MITHRIL_ENOTFOUND
+                                                 : MITHRIL_EREMOTE;
 }
 
 static redisContext *
@@ -465,8 +483,7 @@ reply_status(redisContext *c, redisReply *rep)
     }
     if (rep->type == REDIS_REPLY_ERROR) {
         mi_log(MITHRIL_LOG_DEBUG, "remote: %s", rep->str);
-        error_reply(rep->str, rep->len);
-        rc = MITHRIL_EREMOTE;
+        rc = unexpected(rep);
     }
     freeReplyObject(rep);
     return rc;
@@ -880,8 +897,7 @@ fetch_chunks(mithril_store *s, struct link *l, const char *addr, uint64_t len,
         if (rep->type == REDIS_REPLY_NIL) {
             rc = MITHRIL_ENOTFOUND;
         } else if (rep->type != REDIS_REPLY_STRING || rep->len < 1) {
-            reply_error(rep);
-            rc = MITHRIL_EREMOTE;
+            rc = unexpected(rep);
         } else {
             rc = decode_payload(rep->str[0], rep->str + 1, (size_t)rep->len - 1,
                                 buf, want);
@@ -1136,10 +1152,9 @@ din_reply(redisContext *c, struct direct_in *d, size_t *n)
     line[k - 1] = '\0';
     d->pos += k + 1;
     if (line[0] == '-') {
-        /* A redirect: the stream is in step, but this server is no use. */
-        return error_reply(line + 1, k - 2) == MITHRIL_EREMOTE
-                   ? din_fail(c)
-                   : MITHRIL_EFORMAT;
+        /* After a MOVED the stream is in step, but this server is no use. */
+        rc = error_reply(line + 1, k - 2);
+        return rc == MITHRIL_EREMOTE ? din_fail(c) : rc;
     }
     errno = 0;
     len = line[0] == '$' ? strtoll(line + 1, &end, 10) : -2;
@@ -1349,9 +1364,9 @@ fetch_entry(mithril_store *s, struct link *l, struct direct_in *d,
         return MITHRIL_ENOTFOUND;
     }
     if (rep->type != REDIS_REPLY_STRING || (size_t)rep->len > MI_WIRE_MAX) {
-        reply_error(rep);
+        rc = unexpected(rep);
         freeReplyObject(rep);
-        return MITHRIL_EREMOTE;
+        return rc;
     }
     rc = mi_wire_decode(rep->str, (size_t)rep->len, &w);
     freeReplyObject(rep);
@@ -1912,9 +1927,9 @@ remote_keys(struct link *link, const char *toolchain, struct key_list *l)
         return MITHRIL_EREMOTE;
     }
     if (rep->type != REDIS_REPLY_ARRAY) {
-        reply_error(rep);
+        rc = unexpected(rep);
         freeReplyObject(rep);
-        return MITHRIL_EREMOTE;
+        return rc;
     }
     for (i = 0; i < rep->elements && rc == 0; i++) {
         const redisReply *el = rep->element[i];

@@ -357,8 +357,9 @@ def test_redis_cluster(cli, tmp_path, producer, redis_cluster):
     """A real three-node Redis Cluster as the remote, named by a node that
     does not serve the listing set (so the first command is redirected):
     push spreads the keys over the nodes, a consumer pulls every entry
-    byte for byte, another reads one through on a local miss, and a dead
-    node turns into a bounded remote failure, never a wrong byte."""
+    byte for byte, another reads one through on a local miss, an entry in
+    a migrating slot (ASK) is a miss while the rest still arrive, and a
+    dead node turns into a bounded remote failure, never a wrong byte."""
     src, known = producer
     other = next(n for n in redis_cluster if n.cli(
         "type", "mithril:entries").stdout.startswith(b"MOVED"))
@@ -380,6 +381,29 @@ def test_redis_cluster(cli, tmp_path, producer, redis_cluster):
     reader = tmp_path / "reader"
     got = cli("get", "--key", "k2", "--remote", other.url, dir=reader)
     assert got.returncode == 0 and got.stdout == known["k2"]
+
+    # A slot in migration: the entry moved off its node answers ASK there,
+    # a miss for now; the other entries still come, the pull succeeds.
+    ekey = "mithril:e:k0"
+    slot = int(other.cli("cluster", "keyslot", ekey).stdout)
+    src_node = next(n for n in redis_cluster
+                    if not n.cli("get", ekey).stdout.startswith(b"MOVED"))
+    dst_node = next(n for n in redis_cluster if n is not src_node)
+    ids = {n.port: n.cli("cluster", "myid").stdout.decode().strip()
+           for n in redis_cluster}
+    assert dst_node.cli("cluster", "setslot", slot, "importing",
+                        ids[src_node.port]).stdout.startswith(b"OK")
+    assert src_node.cli("cluster", "setslot", slot, "migrating",
+                        ids[dst_node.port]).stdout.startswith(b"OK")
+    src_node.cli("del", ekey)
+    assert src_node.cli("get", ekey).stdout.startswith(b"ASK")
+    moving = tmp_path / "moving"
+    p = cli("pull", "--remote", other.url, dir=moving, text=True)
+    assert p.returncode == 0, p.stderr
+    assert cli("get", "--key", "k0", dir=moving).returncode == 1
+    for key in ("k1", "k2"):
+        got = cli("get", "--key", key, dir=moving)
+        assert got.returncode == 0 and got.stdout == known[key]
 
     # A node killed: what it served is a remote failure, bounded in time.
     redis_cluster[0].stop()
