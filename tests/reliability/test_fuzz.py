@@ -19,7 +19,8 @@ TARGETS = sorted(p.stem[len("fuzz_"):]
 
 
 def test_every_parser_has_a_target_and_seeds():
-    for name in ("key", "cli", "manifest", "archive", "config", "redis"):
+    for name in ("key", "cli", "manifest", "archive", "config", "redis",
+                 "cluster"):
         assert name in TARGETS
         seeds = list((ROOT / "tests" / "fuzz" / "corpus" / name).iterdir())
         assert seeds, f"no seed corpus for {name}"
