@@ -7,7 +7,10 @@
  *
  *   bench_remote DIR URL SIZE_MB
  *
- * DIR is created if needed and receives two stores (producer, consumer).
+ * DIR is created if needed and receives two stores (producer, consumer)
+ * and the disk test's files; they are left there for the caller to
+ * delete, so that a later run's pull does not allocate inodes among
+ * freshly freed ones (slow on ext4 without a journal, docs/BENCH.md).
  * Prints "key value" lines: remote_push_bytes_per_s,
  * remote_restore_bytes_per_s, remote_restore_requests (commands the server
  * processed during the pull), remote_restore_net_bytes (bytes it sent),
@@ -105,7 +108,6 @@ disk_ceiling(const char *base, int n)
     struct disk_job j = {.n = n};
     pthread_t t[THREADS];
     char dir[4200];
-    char path[4300];
     uint64_t state = 88172645463325252ULL;
     void *buf = NULL;
     double t0;
@@ -128,11 +130,6 @@ disk_ceiling(const char *base, int n)
         pthread_join(t[i], NULL);
     }
     s = now_s() - t0;
-    for (i = 0; i < n; i++) {
-        snprintf(path, sizeof(path), "%s/f%d", dir, i);
-        unlink(path);
-    }
-    rmdir(dir);
     free(buf);
     pthread_mutex_destroy(&j.mu);
     return j.failed ? -1 : (double)n * BLOB / s;

@@ -1023,16 +1023,22 @@ class Suite:
                 return float(m[-1])
             return run
 
+        # Each round's stores stay until the section ends: on ext4 without
+        # a journal (this machine's disk), inodes freed in the last 60 to
+        # 360 s are skipped one by one at every new inode, so deleting the
+        # last round's 2 GiB of stores just before a pull cost it ~13 % of
+        # its CPU in inode scans, which a fresh node does not pay
+        # (docs/BENCH.md). Redis is emptied between rounds.
         def restore():
-            shutil.rmtree(rdir, ignore_errors=True)
             redis.flush()
             try:
                 return self.program_once(
                     [prog, str(rdir), redis.url, str(mb)],
                     "remote_restore_bytes_per_s", 900)
             finally:
-                shutil.rmtree(rdir, ignore_errors=True)
                 redis.flush()
+
+        shutil.rmtree(rdir, ignore_errors=True)
 
         steps = {"redis_c1": redis_get(1), "redis_c50": redis_get(50)}
         try:
@@ -1040,8 +1046,11 @@ class Suite:
             steps["bench_remote"] = restore
         except SectionError as e:
             self.set("remote_restore_bytes_per_s", None, str(e))
-        res, errs, rounds = self.interleaved(steps, self.repeats,
-                                             150 if self.quick else 900)
+        try:
+            res, errs, rounds = self.interleaved(steps, self.repeats,
+                                                 150 if self.quick else 900)
+        finally:
+            shutil.rmtree(rdir, ignore_errors=True)
         best = None
         for c in (1, 50):
             rps = res[f"redis_c{c}"]

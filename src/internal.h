@@ -98,6 +98,12 @@ int mi_mkdirs_sync(const char *path, mode_t mode, int sync);
 /* fsync a folder by path; 0 or -errno. */
 int mi_fsync_dir(const char *path);
 /*
+ * A buffer of n bytes for O_DIRECT transfers, MI_DIRECT_ALIGN-aligned, or
+ * NULL; free() it. From 2 MiB on it is 2 MiB-aligned and asked to be
+ * backed by huge pages (see fsutil.c).
+ */
+void *mi_direct_alloc(size_t n);
+/*
  * Create a temporary file in folder dir, named so that verify can tell a
  * dead process's leftovers (".mtmp.<pid>.<random>"). Writes its path to
  * path_out (PATH_MAX). Returns an fd or -errno.

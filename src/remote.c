@@ -1047,13 +1047,11 @@ static struct direct_in *
 direct_in_new(void)
 {
     struct direct_in *d = calloc(1, sizeof(*d));
-    void *p = NULL;
 
-    if (!d || posix_memalign(&p, MI_DIRECT_ALIGN, DIRECT_CAP) != 0) {
+    if (!d || !(d->buf = mi_direct_alloc(DIRECT_CAP))) {
         free(d);
         return NULL;
     }
-    d->buf = p;
     return d;
 }
 

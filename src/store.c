@@ -881,9 +881,9 @@ job_write_direct(struct put_job *j, const void *payload, size_t plen,
             return 1;
         }
         if (z->direct_cap < head) {
-            void *p = NULL;
+            void *p = mi_direct_alloc(head);
 
-            if (posix_memalign(&p, DIRECT_ALIGN, head) != 0) {
+            if (!p) {
                 return 1;
             }
             free(z->direct);
