@@ -1250,6 +1250,9 @@ class Suite:
             fx[0] += t.get("fxgraph_cache_hit", 0)
             fx[1] += t.get("fxgraph_cache_miss", 0)
             restored.append(o.get("restored_files"))
+        # Deleted only now: a fresh node has no freshly freed inodes to
+        # step over (see section_remote).
+        for i in range(reps):
             shutil.rmtree(base / f"rstore{i}", ignore_errors=True)
             shutil.rmtree(base / f"rwork{i}", ignore_errors=True)
         self.raw.setdefault("torch", {})[name + "_remote"] = {
