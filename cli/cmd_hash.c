@@ -432,7 +432,10 @@ cmd_hash(int argc, char **argv)
         }
     }
 
-    buf = malloc(READ_BUF);
+    /* Page-aligned: the hash's wide loads never straddle a page. */
+    if (posix_memalign((void **)&buf, 4096, READ_BUF) != 0) {
+        buf = NULL;
+    }
     if (!buf) {
         cli_error("cannot allocate", "", -ENOMEM);
         return CLI_FAIL;

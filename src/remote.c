@@ -864,7 +864,7 @@ fetch_chunks(mithril_store *s, struct link *l, const char *addr, uint64_t len,
     if (nchunks != (len + CHUNK - 1) / CHUNK) {
         return MITHRIL_ECORRUPT;
     }
-    buf = malloc(CHUNK);
+    buf = mi_direct_alloc(CHUNK); /* aligned: hashed in place */
     fd = temp_fd(s);
     if (!buf || fd < 0) {
         rc = fd < 0 ? mi_log_errno("open temporary file", mithril_store_dir(s))
@@ -965,7 +965,7 @@ store_inline(mithril_store *s, uint8_t *val, size_t n, int staged,
     int rc = 0;
 
     if (zstd) {
-        buf = malloc(len ? (size_t)len : 1);
+        buf = mi_direct_alloc(len ? (size_t)len : 1); /* hashed there */
         if (!buf) {
             return -ENOMEM;
         }

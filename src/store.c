@@ -1167,7 +1167,7 @@ mithril_store_put_fd(mithril_store *s, int fd, char addr[MITHRIL_HEX_SIZE])
     if (!store_writable(s)) {
         return MITHRIL_ERDONLY;
     }
-    src.buf = malloc(CHUNK);
+    src.buf = mi_direct_alloc(CHUNK); /* aligned: hashed in place */
     if (!src.buf) {
         return -ENOMEM;
     }
@@ -1546,7 +1546,7 @@ stream_to_fd(mithril_store *s, const char *addr, struct reader *r, int fd)
     int rc, pass;
     int verify = __atomic_load_n(&s->verify, __ATOMIC_RELAXED);
 
-    buf = malloc(CHUNK);
+    buf = mi_direct_alloc(CHUNK); /* aligned: hashed in place */
     if (!buf) {
         return -ENOMEM;
     }
