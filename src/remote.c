@@ -965,7 +965,7 @@ store_inline(mithril_store *s, uint8_t *val, size_t n, int staged,
     int rc = 0;
 
     if (zstd) {
-        buf = mi_direct_alloc(len ? (size_t)len : 1); /* hashed there */
+        buf = malloc(len ? (size_t)len : 1);
         if (!buf) {
             return -ENOMEM;
         }
