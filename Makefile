@@ -111,7 +111,8 @@ valgrind: build
 
 stress: build
 	cd $(BUILD) && MITHRIL_STRESS=1 ctest --output-on-failure -R 'faults|thread'
-	MITHRIL_STRESS=1 MITHRIL_FUZZ_SECONDS=$${FUZZ_SECONDS:-60} $(PY) -m pytest \
+	MITHRIL_STRESS=1 MITHRIL_FUZZ_SECONDS=$${FUZZ_SECONDS:-60} \
+	  MITHRIL_FUZZ_SEED=$${FUZZ_SEED:-0} $(PY) -m pytest \
 	  -q -s tests/reliability tests/python/test_torch_concurrent.py
 
 fuzz:

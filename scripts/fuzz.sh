@@ -8,12 +8,14 @@
 #   scripts/fuzz.sh                 build and run every target
 #   scripts/fuzz.sh manifest key    only these targets
 #   FUZZ_SECONDS=600 scripts/fuzz.sh
+#   FUZZ_SEED=1 scripts/fuzz.sh     the same mutations each run (make test)
 #   FUZZ_BUILD_ONLY=1 scripts/fuzz.sh
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${FUZZ_BUILD:-$ROOT/build-fuzz}
 SECONDS_EACH=${FUZZ_SECONDS:-20}
+SEED=${FUZZ_SEED:-0} # 0: libFuzzer picks one
 CC=${FUZZ_CC:-clang}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -std=c11 $SAN"
@@ -65,7 +67,7 @@ for t in $targets; do
     log="$OUT/fuzz_$t.log"
     if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1 \
-        "$OUT/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=20 \
+        "$OUT/fuzz_$t" -max_total_time="$SECONDS_EACH" -seed="$SEED" -timeout=20 \
         -rss_limit_mb=2048 -max_len=65536 -close_fd_mask=3 \
         -artifact_prefix="$crashes/" "$work" "$seeds" >"$log" 2>&1; then
         result=ok

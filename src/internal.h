@@ -253,6 +253,15 @@ int mi_remote_fetch_entry(mithril_store *s, const char *key);
 int mi_remote_pulled_recently(mithril_store *s, const char *toolchain);
 /* Queue entry key for the remote after a local put; never blocks long. */
 void mi_remote_enqueue_entry(mithril_store *s, const char *key);
+/*
+ * Make hiredis reader rd refuse an array reply longer than
+ * MI_REPLY_MAX_ELEMENTS (it would allocate the element table up front,
+ * 8 bytes an element, from the header alone). Every connection remote.c
+ * opens is bounded so.
+ */
+#define MI_REPLY_MAX_ELEMENTS (1 << 22)
+struct redisReader;
+void mi_reader_bound(struct redisReader *rd);
 /* Read MITHRIL_SECRET / MITHRIL_SECRET_FILE once (unless NO_CONFIG). */
 int mi_sign_load_env(mithril_store *s);
 /*

@@ -326,6 +326,58 @@ unexpected(const redisReply *rep)
                                                  : MITHRIL_EREMOTE;
 }
 
+/*
+ * hiredis makes an array reply's element table when it reads the array's
+ * header, before one element has arrived: a peer that answers
+ * "*555555553" has it ask for 4 GiB at once. The largest array mithril
+ * asks for is the entry list (SMEMBERS), so arrays longer than
+ * MI_REPLY_MAX_ELEMENTS are refused: the reply fails as an I/O error
+ * (REDIS_ERR_OOM) with nothing allocated. hiredis 1.x has a reader field
+ * for this; 0.14 (Debian 12) is bounded through its object functions.
+ */
+#if HIREDIS_MAJOR >= 1
+void
+mi_reader_bound(redisReader *rd)
+{
+    rd->maxelements = MI_REPLY_MAX_ELEMENTS;
+}
+#else
+static redisReplyObjectFunctions bounded_fns;
+static void *(*default_array)(const redisReadTask *, int);
+static pthread_once_t bounded_once = PTHREAD_ONCE_INIT;
+
+static void *
+bounded_array(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || elements > MI_REPLY_MAX_ELEMENTS) {
+        return NULL;
+    }
+    return default_array(task, elements);
+}
+
+static void
+bounded_init(void)
+{
+    redisReader *rd = redisReaderCreate();
+
+    if (rd) {
+        bounded_fns = *rd->fn;
+        default_array = bounded_fns.createArray;
+        bounded_fns.createArray = bounded_array;
+        redisReaderFree(rd);
+    }
+}
+
+void
+mi_reader_bound(redisReader *rd)
+{
+    pthread_once(&bounded_once, bounded_init);
+    if (default_array && rd->fn && rd->fn->createArray == default_array) {
+        rd->fn = &bounded_fns;
+    }
+}
+#endif
+
 static redisContext *
 conn_open(struct mi_remote *r, const char *host, int port)
 {
@@ -347,6 +399,7 @@ conn_open(struct mi_remote *r, const char *host, int port)
      * fresh one in again.
      */
     c->reader->maxbuf = 0;
+    mi_reader_bound(c->reader);
     if (r->db != 0) {
         rep = redisCommand(c, "SELECT %d", r->db);
         if (!rep || rep->type == REDIS_REPLY_ERROR) {
@@ -470,7 +523,15 @@ cluster_refresh(struct mi_remote *r, uint64_t gen)
 static redisReply *
 call(redisContext *c, int argc, const char **argv, const size_t *lens)
 {
-    return redisCommandArgv(c, argc, argv, lens);
+    redisReply *rep = redisCommandArgv(c, argc, argv, lens);
+
+    if (!rep && c->err == REDIS_ERR_OOM) {
+        mi_log(MITHRIL_LOG_WARN,
+               "remote: %s: reply refused: an array over %d elements, or "
+               "out of memory",
+               argv[0], MI_REPLY_MAX_ELEMENTS);
+    }
+    return rep;
 }
 
 static int
@@ -1175,7 +1236,7 @@ din_reply(redisContext *c, struct direct_in *d, size_t *n)
         rc = din_read(c, d, d->buf, (size_t)len);
         *n = (size_t)len;
     }
-    if (rc != MITHRIL_EREMOTE && din_read(c, d, crlf, 2) < 0) {
+    if (rc == MITHRIL_EREMOTE || din_read(c, d, crlf, 2) < 0) {
         return MITHRIL_EREMOTE;
     }
     if (crlf[0] != '\r' || crlf[1] != '\n') {

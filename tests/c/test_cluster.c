@@ -187,6 +187,54 @@ test_node_table_full(void)
     mi_cluster_free(m);
 }
 
+/*
+ * A reader bounded by mi_reader_bound refuses an array header longer than
+ * MI_REPLY_MAX_ELEMENTS (hiredis would allocate its element table from the
+ * header alone: 4 GiB for this one) and still parses arrays up to it.
+ */
+static void
+test_reader_bound(void)
+{
+    static const char huge[] = "*3\r\n*3\r\n:0\r\n:5460\r\n*555555553\r\n";
+    static const char ok[] = "*2\r\n:7\r\n$2\r\nhi\r\n";
+    char head[32];
+    redisReader *rd = redisReaderCreate();
+    redisReply *rep = NULL;
+    int n;
+
+    CHECK(rd != NULL);
+    mi_reader_bound(rd);
+    CHECK_EQ_INT(redisReaderFeed(rd, huge, sizeof(huge) - 1), REDIS_OK);
+    CHECK_EQ_INT(redisReaderGetReply(rd, (void **)&rep), REDIS_ERR);
+    CHECK(rep == NULL);
+    CHECK_EQ_INT(rd->err, REDIS_ERR_OOM);
+    redisReaderFree(rd);
+
+    rd = redisReaderCreate();
+    mi_reader_bound(rd);
+    CHECK_EQ_INT(redisReaderFeed(rd, ok, sizeof(ok) - 1), REDIS_OK);
+    CHECK_EQ_INT(redisReaderGetReply(rd, (void **)&rep), REDIS_OK);
+    CHECK(rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+          rep->element[0]->integer == 7);
+    freeReplyObject(rep);
+    rep = NULL;
+    /* The bound itself is allowed, one more is not. */
+    n = snprintf(head, sizeof(head), "*%d\r\n", MI_REPLY_MAX_ELEMENTS);
+    CHECK_EQ_INT(redisReaderFeed(rd, head, (size_t)n), REDIS_OK);
+    CHECK_EQ_INT(redisReaderGetReply(rd, (void **)&rep), REDIS_OK);
+    CHECK(rep == NULL); /* waiting for the elements */
+    CHECK_EQ_INT(rd->err, 0);
+    redisReaderFree(rd);
+
+    rd = redisReaderCreate();
+    mi_reader_bound(rd);
+    n = snprintf(head, sizeof(head), "*%d\r\n", MI_REPLY_MAX_ELEMENTS + 1);
+    CHECK_EQ_INT(redisReaderFeed(rd, head, (size_t)n), REDIS_OK);
+    CHECK_EQ_INT(redisReaderGetReply(rd, (void **)&rep), REDIS_ERR);
+    CHECK_EQ_INT(rd->err, REDIS_ERR_OOM);
+    redisReaderFree(rd);
+}
+
 int
 main(void)
 {
@@ -194,5 +242,6 @@ main(void)
     RUN(test_load_and_route);
     RUN(test_bad_replies);
     RUN(test_node_table_full);
+    RUN(test_reader_bound);
     return check_report();
 }

@@ -51,6 +51,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!m || !rd) {
         abort();
     }
+    mi_reader_bound(rd); /* as every connection of remote.c is */
     if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK &&
         redisReaderGetReply(rd, &reply) == REDIS_OK && reply) {
         rc = mi_cluster_load(m, reply, "10.0.0.9");

@@ -1,9 +1,12 @@
 """Every fuzz target (tests/fuzz/fuzz_*.c) built with clang, libFuzzer,
 ASan and UBSan by scripts/fuzz.sh, then run over its committed seed corpus
 for a bounded time: MITHRIL_FUZZ_SECONDS each (default 5 in `make test`;
-`make stress` and `make fuzz` run longer). The committed corpus includes
-every input that once crashed a target, so each becomes a regression test.
-Skipped where clang is not installed."""
+`make stress` and `make fuzz` run longer). `make test` fuzzes from a fixed
+seed (MITHRIL_FUZZ_SEED, default 1) so that CI replays the mutations run
+here, not new ones; `make stress` and `make fuzz` take a fresh seed each
+run to search further. The committed corpus includes every input that once
+crashed a target, so each becomes a regression test. Skipped where clang
+is not installed."""
 
 import os
 import re
@@ -31,6 +34,7 @@ def test_fuzz_targets_run_clean(tmp_path):
         pytest.skip("clang not installed (scripts/install-deps.sh)")
     env = dict(os.environ)
     env["FUZZ_SECONDS"] = os.environ.get("MITHRIL_FUZZ_SECONDS", "5")
+    env["FUZZ_SEED"] = os.environ.get("MITHRIL_FUZZ_SEED", "1")
     env["FUZZ_BUILD"] = os.environ.get("MITHRIL_FUZZ_BUILD",
                                        str(ROOT / "build-fuzz"))
     env["TMPDIR"] = str(tmp_path)
