@@ -231,10 +231,11 @@ def cmd_first_line(cmd):
 # ------------------------------------------------------------------------
 
 class Redis:
-    def __init__(self, workdir):
+    def __init__(self, workdir, extra=()):
         self.workdir = Path(workdir)
         self.port = None
         self.proc = None
+        self.extra = [str(a) for a in extra]
 
     @property
     def url(self):
@@ -250,7 +251,7 @@ class Redis:
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-             "--maxmemory", "8gb"],
+             "--maxmemory", "8gb", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -277,6 +278,54 @@ class Redis:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class RedisCluster:
+    """Three redis-server nodes formed into one Redis Cluster on loopback
+    (all 16,384 slots spread over them, no replicas)."""
+
+    def __init__(self, workdir, nodes=3):
+        self.workdir = Path(workdir)
+        self.nodes = [Redis(self.workdir / f"node{i}", [
+            "--cluster-enabled", "yes", "--cluster-port", free_port(),
+            "--cluster-config-file", self.workdir / f"node{i}.conf"])
+            for i in range(nodes)]
+
+    @property
+    def url(self):
+        return self.nodes[0].url
+
+    def start(self):
+        try:
+            for n in self.nodes:
+                n.start()
+            p = subprocess.run(
+                ["redis-cli", "--cluster", "create",
+                 *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, timeout=60)
+            if p.returncode != 0:
+                raise SectionError("redis-cli --cluster create failed: " +
+                                   (p.stdout + p.stderr).decode(
+                                       errors="replace")[-300:])
+            deadline = time.time() + 30
+            while not all(b"cluster_state:ok" in n.cli("CLUSTER", "INFO")
+                          .stdout for n in self.nodes):
+                if time.time() > deadline:
+                    raise SectionError("the Redis Cluster did not form")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def flush(self):
+        for n in self.nodes:
+            n.flush()
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
 
 
 # ------------------------------------------------------------------------
@@ -1001,8 +1050,10 @@ class Suite:
         size = 4 * MIB
         n = 50 if self.quick else 100
         mb = 256 if self.quick else 1024
-        fields = ["remote_restore_bytes_per_s", "redis_benchmark_bytes_per_s"]
+        fields = ["remote_restore_bytes_per_s", "redis_benchmark_bytes_per_s",
+                  "cluster_restore_bytes_per_s"]
         rdir = self.tmp / "remote"
+        cluster = None
 
         # The anchor: GET of a 4 MiB value, with 1 and with 50 clients.
         # The key must hold the value (GET of an absent key measures
@@ -1029,14 +1080,20 @@ class Suite:
         # last round's 2 GiB of stores just before a pull cost it ~13 % of
         # its CPU in inode scans, which a fresh node does not pay
         # (docs/BENCH.md). Redis is emptied between rounds.
-        def restore():
-            redis.flush()
-            try:
-                return self.program_once(
-                    [prog, str(rdir), redis.url, str(mb)],
-                    "remote_restore_bytes_per_s", 900)
-            finally:
-                redis.flush()
+        # The same restore from a three-node Redis Cluster on this machine
+        # (its nodes share the cores with the pull): what routing each key
+        # to its node costs against one server, not what more machines
+        # would add.
+        def restore(server):
+            def run():
+                server.flush()
+                try:
+                    return self.program_once(
+                        [prog, str(rdir), server.url, str(mb)],
+                        "remote_restore_bytes_per_s", 900)
+                finally:
+                    server.flush()
+            return run
 
         shutil.rmtree(rdir, ignore_errors=True)
         # The earlier sections' deletes (bench_store alone frees ~2,300
@@ -1051,13 +1108,23 @@ class Suite:
         steps = {"redis_c1": redis_get(1), "redis_c50": redis_get(50)}
         try:
             prog = self.program("bench_remote")
-            steps["bench_remote"] = restore
+            steps["bench_remote"] = restore(redis)
         except SectionError as e:
             self.set("remote_restore_bytes_per_s", None, str(e))
+        if "bench_remote" in steps:
+            try:
+                cluster = RedisCluster(self.tmp / "redis-cluster").start()
+                log("redis cluster on ports " +
+                    ", ".join(str(n.port) for n in cluster.nodes))
+                steps["bench_cluster"] = restore(cluster)
+            except SectionError as e:
+                self.set("cluster_restore_bytes_per_s", None, str(e))
         try:
             res, errs, rounds = self.interleaved(steps, self.repeats,
                                                  150 if self.quick else 900)
         finally:
+            if cluster:
+                cluster.stop()
             shutil.rmtree(rdir, ignore_errors=True)
         best = None
         for c in (1, 50):
@@ -1087,6 +1154,16 @@ class Suite:
                 self.set("remote_restore_bytes_per_s", None,
                          errs.get("bench_remote"))
             raw.update({"samples": runs, "megabytes": mb})
+        if "bench_cluster" in steps:
+            runs = res["bench_cluster"]
+            raw["cluster_samples"] = runs
+            for k, f in (("remote_restore_bytes_per_s",
+                          "cluster_restore_bytes_per_s"),
+                         ("remote_push_bytes_per_s",
+                          "cluster_push_bytes_per_s")):
+                v = [r[k] for r in runs if r.get(k) is not None]
+                self.set(f, median(v) if v else None,
+                         errs.get("bench_cluster", "not printed"))
         raw["rounds"] = rounds
         self.figure("remote", "restore from Redis into an empty store",
                     "remote_restore_bytes_per_s", "B/s",
@@ -1112,6 +1189,17 @@ class Suite:
         if "remote_push_bytes_per_s" in self.fields:
             self.figure("remote", "push to Redis", "remote_push_bytes_per_s",
                         "B/s", repeats=rounds)
+        if "cluster_restore_bytes_per_s" in self.fields:
+            self.figure("remote", "restore from a 3-node Redis Cluster",
+                        "cluster_restore_bytes_per_s", "B/s",
+                        "the same restore from one redis-server",
+                        "remote_restore_bytes_per_s", repeats=rounds,
+                        note="all nodes on this machine's cores")
+        if self.fields.get("cluster_push_bytes_per_s"):
+            self.figure("remote", "push to a 3-node Redis Cluster",
+                        "cluster_push_bytes_per_s", "B/s",
+                        "the same push to one redis-server",
+                        "remote_push_bytes_per_s", repeats=rounds)
         r = ratio(self.fields.get("remote_restore_bytes_per_s"),
                   self.fields.get("redis_benchmark_bytes_per_s"))
         self.goal("remote restore >= 0.5x redis-benchmark", r, ">= 0.50x",

@@ -414,15 +414,21 @@ conn_open(struct mi_remote *r, const char *host, int port)
     return c;
 }
 
+/* The node serving key: 0 on a plain server. */
+static int
+node_of(const struct link *l, const char *key)
+{
+    return mi_cluster_node_for(l->r->map, key, strlen(key));
+}
+
 /*
- * The connection of link l to the node serving key (NULL: node 0), made
- * if need be; NULL if it cannot be made.
+ * The connection of link l to node i, made if need be; NULL if it cannot
+ * be made.
  */
 static redisContext *
-link_for(struct link *l, const char *key)
+link_at(struct link *l, int i)
 {
     struct mi_remote *r = l->r;
-    int i = key ? mi_cluster_node_for(r->map, key, strlen(key)) : 0;
     redisContext *c;
     char host[256];
     int port;
@@ -442,6 +448,13 @@ link_for(struct link *l, const char *key)
         l->c[i] = c;
     }
     return c;
+}
+
+/* The connection of l to the node serving key (NULL: node 0). */
+static redisContext *
+link_for(struct link *l, const char *key)
+{
+    return link_at(l, key ? node_of(l, key) : 0);
 }
 
 /* 1 if a connection of l has failed (it must not be used again). */
@@ -1088,7 +1101,9 @@ check_header(const uint8_t *h, size_t n, const mithril_item *it,
  * place, written to the device with O_DIRECT. hiredis is bypassed only
  * while it holds no unread bytes and only for replies this code asked
  * for, so the stream stays in step; on any doubt the connection is
- * marked failed and dropped.
+ * marked failed and dropped. Each node of a link has a stage of its own
+ * (the bytes read past a reply's header), so the replies of a window
+ * spread over a cluster's nodes are read the same way.
  */
 #define STAGE (64u << 10)
 #define DIRECT_CAP                                                             \
@@ -1097,11 +1112,16 @@ check_header(const uint8_t *h, size_t n, const mithril_item *it,
 
 _Static_assert(HEADER_LEN == MI_BLOB_HEADER, "wire and blob headers differ");
 
-struct direct_in {
-    uint8_t *buf; /* DIRECT_CAP bytes, MI_DIRECT_ALIGN-aligned */
+/* What was read off one connection past the replies taken so far. */
+struct din_stage {
     size_t pos;
     size_t len;
     char stage[STAGE];
+};
+
+struct direct_in {
+    uint8_t *buf; /* DIRECT_CAP bytes, MI_DIRECT_ALIGN-aligned */
+    struct din_stage *st[MI_CL_NODES]; /* node i's, made on first use */
 };
 
 static struct direct_in *
@@ -1119,10 +1139,26 @@ direct_in_new(void)
 static void
 direct_in_free(struct direct_in *d)
 {
+    int i;
+
     if (d) {
+        for (i = 0; i < MI_CL_NODES; i++) {
+            free(d->st[i]);
+        }
         free(d->buf);
         free(d);
     }
+}
+
+/* Node i's stage, emptied (NULL: out of memory). */
+static struct din_stage *
+din_stage(struct direct_in *d, int i)
+{
+    if (!d->st[i] && !(d->st[i] = malloc(sizeof(*d->st[i])))) {
+        return NULL;
+    }
+    d->st[i]->pos = d->st[i]->len = 0;
+    return d->st[i];
 }
 
 static int
@@ -1134,7 +1170,7 @@ din_fail(redisContext *c)
 
 /* Read more into the stage; the socket's read timeout bounds the wait. */
 static int
-din_fill(redisContext *c, struct direct_in *d)
+din_fill(redisContext *c, struct din_stage *d)
 {
     ssize_t n;
 
@@ -1158,7 +1194,7 @@ din_fill(redisContext *c, struct direct_in *d)
 
 /* n bytes into dst: what the stage holds first, then from the socket. */
 static int
-din_read(redisContext *c, struct direct_in *d, uint8_t *dst, size_t n)
+din_read(redisContext *c, struct din_stage *d, uint8_t *dst, size_t n)
 {
     size_t have = d->len - d->pos < n ? d->len - d->pos : n;
     ssize_t r;
@@ -1182,12 +1218,13 @@ din_read(redisContext *c, struct direct_in *d, uint8_t *dst, size_t n)
 }
 
 /*
- * The next GET reply into d->buf: its length in *n, or MITHRIL_ENOTFOUND
- * (nil), MITHRIL_EFORMAT (an error reply or a value too large, consumed),
- * MITHRIL_EREMOTE (the stream is broken).
+ * The next GET reply of c, whose stage is d, into buf (DIRECT_CAP bytes):
+ * its length in *n, or MITHRIL_ENOTFOUND (nil), MITHRIL_EFORMAT (an error
+ * reply or a value too large, consumed), MITHRIL_EREMOTE (the stream is
+ * broken).
  */
 static int
-din_reply(redisContext *c, struct direct_in *d, size_t *n)
+din_reply(redisContext *c, struct din_stage *d, uint8_t *buf, size_t *n)
 {
     char line[64];
     uint8_t crlf[2];
@@ -1227,13 +1264,13 @@ din_reply(redisContext *c, struct direct_in *d, size_t *n)
         /* Not a value this code wrote: skip it, keep the stream in step. */
         for (left = (size_t)len; left > 0; left -= k) {
             k = left < DIRECT_CAP ? left : DIRECT_CAP;
-            if ((rc = din_read(c, d, d->buf, k)) < 0) {
+            if ((rc = din_read(c, d, buf, k)) < 0) {
                 return rc;
             }
         }
         rc = MITHRIL_EFORMAT;
     } else {
-        rc = din_read(c, d, d->buf, (size_t)len);
+        rc = din_read(c, d, buf, (size_t)len);
         *n = (size_t)len;
     }
     if (rc == MITHRIL_EREMOTE || din_read(c, d, crlf, 2) < 0) {
@@ -1273,7 +1310,8 @@ fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
     struct deferred later[WINDOW];
     const mithril_item *batch[WINDOW];
     redisContext *on[WINDOW]; /* batch[i]'s request went to on[i] */
-    redisContext *c = NULL;   /* the one connection of a plain server */
+    int node[WINDOW];         /* the node of on[i] */
+    struct din_stage *st[WINDOW];
     char key[128];
     const char *argv[2] = {"GET", key};
     size_t lens[2] = {3, 0};
@@ -1282,13 +1320,10 @@ fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
     size_t nb;
     size_t nl;
     size_t i;
+    size_t j;
     int direct;
     int rc = 0;
 
-    /* d reads replies of one connection only: not on a cluster's. */
-    if (d && mi_cluster_on(l->r->map)) {
-        d = NULL;
-    }
     while (next < w->n_items) {
         nb = 0;
         while (next < w->n_items && nb < WINDOW) {
@@ -1303,22 +1338,33 @@ fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
             }
             blob_key(key, sizeof(key), it->addr, -1);
             lens[1] = strlen(key);
-            on[nb] = link_for(l, d ? NULL : key);
+            node[nb] = node_of(l, key);
+            on[nb] = link_at(l, node[nb]);
             if (!on[nb] ||
                 redisAppendCommandArgv(on[nb], 2, argv, lens) != REDIS_OK) {
                 return MITHRIL_EREMOTE;
             }
-            c = on[nb];
             batch[nb++] = it;
         }
-        direct = d && nb > 0 && c->reader->pos == c->reader->len;
-        if (direct) {
-            /*
-             * A window that succeeded leaves the stage empty; anything
-             * here is from a connection that failed since.
-             */
-            d->pos = d->len = 0;
-            if (flush_out(c) < 0) {
+        /*
+         * Direct when hiredis holds no unread bytes on any connection of
+         * the window. A window that succeeded leaves every stage empty;
+         * anything in one is from a connection that failed since, so
+         * each is emptied (din_stage). Replies are then read in request
+         * order, each from its own connection and stage.
+         */
+        direct = d != NULL;
+        for (i = 0; i < nb && direct; i++) {
+            direct = on[i]->reader->pos == on[i]->reader->len;
+        }
+        for (i = 0; i < nb && direct; i++) {
+            for (j = 0; j < i && node[j] != node[i]; j++) {
+            }
+            st[i] = j < i ? st[j] : din_stage(d, node[i]);
+            direct = st[i] != NULL;
+        }
+        for (i = 0; i < nb; i++) {
+            if (flush_out(on[i]) < 0) {
                 return MITHRIL_EREMOTE;
             }
         }
@@ -1331,7 +1377,7 @@ fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
 
             rep = NULL;
             if (direct) {
-                one = din_reply(c, d, &n);
+                one = din_reply(on[i], st[i], d->buf, &n);
                 if (one == MITHRIL_EREMOTE) {
                     return one;
                 }
@@ -1368,9 +1414,11 @@ fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
             }
             rc = one;
         }
-        if (direct && d->pos != d->len) {
-            /* Bytes nobody asked for: the stream cannot be trusted. */
-            return din_fail(c);
+        for (i = 0; direct && i < nb; i++) {
+            if (st[i]->pos != st[i]->len) {
+                /* Bytes nobody asked for: the stream cannot be trusted. */
+                return din_fail(on[i]);
+            }
         }
         for (i = 0; rc == 0 && i < nl; i++) {
             rc = fetch_chunks(s, l, later[i].item->addr, later[i].item->size,
