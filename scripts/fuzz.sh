@@ -1,14 +1,18 @@
 #!/bin/sh
 # fuzz.sh - build the libFuzzer targets (tests/fuzz/fuzz_*.c) with clang,
 # ASan and UBSan, then run each over its committed seed corpus for
-# FUZZ_SECONDS (default 20) seconds. New inputs go to build-fuzz/corpus/,
-# never into the committed corpus; a crash leaves its input in
-# build-fuzz/crashes/<target>/ and makes the script exit non-zero.
+# FUZZ_SECONDS (default 20) seconds. New inputs go to build-fuzz/corpus/
+# (or FUZZ_CORPUS), never into the committed corpus; a crash leaves its
+# input in build-fuzz/crashes/<target>/ and makes the script exit non-zero.
+# FUZZ_RUNS_<target>=N stops that target after N inputs: with a fixed
+# FUZZ_SEED and an empty FUZZ_CORPUS every run then tries the same inputs,
+# and a slower machine tries a prefix of them (make test).
 #
 #   scripts/fuzz.sh                 build and run every target
 #   scripts/fuzz.sh manifest key    only these targets
 #   FUZZ_SECONDS=600 scripts/fuzz.sh
-#   FUZZ_SEED=1 scripts/fuzz.sh     the same mutations each run (make test)
+#   FUZZ_SEED=1 FUZZ_RUNS_key=1000 scripts/fuzz.sh key
+#                                   the same 1000 inputs each run
 #   FUZZ_BUILD_ONLY=1 scripts/fuzz.sh
 set -eu
 
@@ -61,14 +65,15 @@ echo "fuzz: built $(echo $targets | wc -w) targets in $OUT"
 status=0
 for t in $targets; do
     seeds="$ROOT/tests/fuzz/corpus/$t"
-    work="$OUT/corpus/$t"
+    work="${FUZZ_CORPUS:-$OUT/corpus}/$t"
+    eval "runs_max=\${FUZZ_RUNS_$t:--1}"
     crashes="$OUT/crashes/$t"
     mkdir -p "$work" "$crashes"
     log="$OUT/fuzz_$t.log"
     if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1 \
-        "$OUT/fuzz_$t" -max_total_time="$SECONDS_EACH" -seed="$SEED" -timeout=20 \
-        -rss_limit_mb=2048 -max_len=65536 -close_fd_mask=3 \
+        "$OUT/fuzz_$t" -max_total_time="$SECONDS_EACH" -runs="$runs_max" \
+        -seed="$SEED" -timeout=20 -rss_limit_mb=2048 -max_len=65536 -close_fd_mask=3 \
         -artifact_prefix="$crashes/" "$work" "$seeds" >"$log" 2>&1; then
         result=ok
     else
