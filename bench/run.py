@@ -1323,11 +1323,14 @@ class Suite:
         self._worker(name, "mithril", store, work, MITHRIL_REMOTE=redis.url)
         self.inductor_dirs.append(work)
         self._push(store, redis)
-        # Pairs: a remote start costs the machine ~15 ms more than a local
-        # one (pulling into an empty store), while the first call of the
-        # same process moves by +-50 ms from run to run; 9 pairs in the
-        # full run keep that noise well inside the goal's 10 %.
-        reps = self.repeats if self.quick else max(self.repeats, 9)
+        # A remote start costs the machine ~15 ms more than a local one
+        # (pulling into an empty store), while the first call of the same
+        # process moves by +-50 ms from run to run, more when other jobs
+        # share the machine. Each remote start is bracketed by local ones
+        # (L R L R ... R L) and compared with the mean of its two
+        # neighbours, which cancels drift and the order of the runs; 11
+        # remote starts in the full run keep the noise inside the goal.
+        reps = self.repeats if self.quick else max(self.repeats, 11)
         times, hits, misses, restored = [], 0, 0, []
         local = []  # the anchor: local warm starts, interleaved
         fx = [0, 0]  # torch's FX graph cache hits, misses
@@ -1346,6 +1349,8 @@ class Suite:
             fx[0] += t.get("fxgraph_cache_hit", 0)
             fx[1] += t.get("fxgraph_cache_miss", 0)
             restored.append(o.get("restored_files"))
+        shutil.rmtree(work, ignore_errors=True)
+        local.append(self._worker(name, "mithril", store, work)["first_call_s"])
         # Deleted only now: a fresh node has no freshly freed inodes to
         # step over (see section_remote).
         for i in range(reps):
@@ -1358,10 +1363,11 @@ class Suite:
             rate = hits / (hits + misses)
         else:
             rate = fx[0] / (fx[0] + fx[1]) if fx[0] + fx[1] else None
-        # Each remote start runs right after its local anchor: the median
-        # of the pairs' ratios cancels the drift of a shared machine that
-        # a ratio of two medians keeps.
-        pairs = [r / l for r, l in zip(times, local) if r and l]
+        # Each remote start against the mean of the local starts just
+        # before and after it: the median of these ratios cancels the drift
+        # of a shared machine that a ratio of two medians keeps.
+        pairs = [r / ((a + b) / 2) for r, a, b in zip(times, local, local[1:])
+                 if r and a and b]
         return {"remote_warm_s": median(times), "remote_hit_rate": rate,
                 "remote_repeats": reps,
                 "remote_local_warm_s": median(local),

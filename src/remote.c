@@ -1109,6 +1109,14 @@ check_header(const uint8_t *h, size_t n, const mithril_item *it,
 #define DIRECT_CAP                                                             \
     (((size_t)HEADER_LEN + CHUNK + MI_DIRECT_ALIGN - 1) &                      \
      ~((size_t)MI_DIRECT_ALIGN - 1))
+/*
+ * A reader starts with a buffer of ordinary pages for the small values
+ * most pulls are made of (a warm start's entries hold files of a few KiB)
+ * and moves to DIRECT_CAP, on huge pages, at the first value that does
+ * not fit: a warm start's pull no longer faults, zeroes and unmaps a
+ * 2 MiB huge page in each of its 8 workers for a few KiB.
+ */
+#define DIRECT_SMALL ((size_t)256 << 10)
 
 _Static_assert(HEADER_LEN == MI_BLOB_HEADER, "wire and blob headers differ");
 
@@ -1120,7 +1128,8 @@ struct din_stage {
 };
 
 struct direct_in {
-    uint8_t *buf; /* DIRECT_CAP bytes, MI_DIRECT_ALIGN-aligned */
+    uint8_t *buf; /* cap bytes, MI_DIRECT_ALIGN-aligned */
+    size_t cap;   /* DIRECT_SMALL, then DIRECT_CAP once a value needs it */
     struct din_stage *st[MI_CL_NODES]; /* node i's, made on first use */
 };
 
@@ -1129,11 +1138,30 @@ direct_in_new(void)
 {
     struct direct_in *d = calloc(1, sizeof(*d));
 
-    if (!d || !(d->buf = mi_direct_alloc(DIRECT_CAP))) {
+    if (!d || !(d->buf = mi_direct_alloc(DIRECT_SMALL))) {
         free(d);
         return NULL;
     }
+    d->cap = DIRECT_SMALL;
     return d;
+}
+
+/* Make d's buffer hold n bytes (n <= DIRECT_CAP); 0 or -ENOMEM. */
+static int
+din_reserve(struct direct_in *d, size_t n)
+{
+    uint8_t *big;
+
+    if (n <= d->cap) {
+        return 0;
+    }
+    if (!(big = mi_direct_alloc(DIRECT_CAP))) {
+        return -ENOMEM;
+    }
+    free(d->buf);
+    d->buf = big;
+    d->cap = DIRECT_CAP;
+    return 0;
 }
 
 static void
@@ -1218,13 +1246,14 @@ din_read(redisContext *c, struct din_stage *d, uint8_t *dst, size_t n)
 }
 
 /*
- * The next GET reply of c, whose stage is d, into buf (DIRECT_CAP bytes):
- * its length in *n, or MITHRIL_ENOTFOUND (nil), MITHRIL_EFORMAT (an error
- * reply or a value too large, consumed), MITHRIL_EREMOTE (the stream is
- * broken).
+ * The next GET reply of c, whose stage is d, into in's buffer (grown as
+ * the value needs): its length in *n, or MITHRIL_ENOTFOUND (nil),
+ * MITHRIL_EFORMAT (an error reply or a value too large, consumed),
+ * -ENOMEM (no memory to grow the buffer, the value consumed),
+ * MITHRIL_EREMOTE (the stream is broken).
  */
 static int
-din_reply(redisContext *c, struct din_stage *d, uint8_t *buf, size_t *n)
+din_reply(redisContext *c, struct din_stage *d, struct direct_in *in, size_t *n)
 {
     char line[64];
     uint8_t crlf[2];
@@ -1260,17 +1289,21 @@ din_reply(redisContext *c, struct din_stage *d, uint8_t *buf, size_t *n)
     if (len < 0 || errno != 0 || *end != '\0') {
         return din_fail(c);
     }
-    if ((uint64_t)len > DIRECT_CAP) {
-        /* Not a value this code wrote: skip it, keep the stream in step. */
+    rc = (uint64_t)len > DIRECT_CAP ? MITHRIL_EFORMAT
+                                    : din_reserve(in, (size_t)len);
+    if (rc < 0) {
+        /*
+         * Not a value this code wrote, or no memory for it: skip it, keep
+         * the stream in step.
+         */
         for (left = (size_t)len; left > 0; left -= k) {
-            k = left < DIRECT_CAP ? left : DIRECT_CAP;
-            if ((rc = din_read(c, d, buf, k)) < 0) {
-                return rc;
+            k = left < in->cap ? left : in->cap;
+            if (din_read(c, d, in->buf, k) < 0) {
+                return MITHRIL_EREMOTE;
             }
         }
-        rc = MITHRIL_EFORMAT;
     } else {
-        rc = din_read(c, d, buf, (size_t)len);
+        rc = din_read(c, d, in->buf, (size_t)len);
         *n = (size_t)len;
     }
     if (rc == MITHRIL_EREMOTE || din_read(c, d, crlf, 2) < 0) {
@@ -1297,18 +1330,108 @@ flush_out(redisContext *c)
 }
 
 /*
- * Fetch every item's blob that is not local. Header GETs are pipelined
- * WINDOW at a time; chunked blobs follow once the window's replies are in.
- * With d, replies are read by din_reply (see struct direct_in). With
- * defer, inline blobs are deferred puts (see mi_store_put_staged).
+ * Blobs the workers of one pull are fetching. Entries share blobs (one
+ * kernel file in several graphs' entries), and two workers that each find
+ * a shared blob missing would both fetch and write it: a warm start's pull
+ * of 10 entries moved 19 blobs for 13 distinct ones. A worker claims a
+ * missing blob before asking for it; another that needs the blob
+ * meantime ends its window first, waits for the claim to go, and then
+ * finds the blob stored (or claims and fetches it itself if the owner
+ * failed). A worker never waits while it holds a claim, so no two workers
+ * wait on each other, and at most POOL * WINDOW claims exist at a time.
+ */
+#define POOL   8
+#define CLAIMS (POOL * WINDOW)
+
+struct claims {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t n;
+    char addr[CLAIMS][MITHRIL_HEX_SIZE];
+};
+
+static void
+claims_init(struct claims *c)
+{
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->n = 0;
+}
+
+static void
+claims_destroy(struct claims *c)
+{
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+}
+
+/* Index of addr among the claims, or c->n; c->mu held. */
+static size_t
+claim_find(const struct claims *c, const char *addr)
+{
+    size_t i;
+
+    for (i = 0; i < c->n && memcmp(c->addr[i], addr, MITHRIL_HEX_SIZE); i++) {
+    }
+    return i;
+}
+
+/*
+ * 1: addr is the caller's to fetch (claimed, or the table is full and a
+ * duplicate fetch is the worst outcome); 0: another worker claimed it.
  */
 static int
-fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
-            const struct mi_wire *w, uint64_t *files, uint64_t *bytes,
-            struct mi_blob_list *defer)
+claim(struct claims *c, const char *addr)
+{
+    int mine = 1;
+
+    pthread_mutex_lock(&c->mu);
+    if (claim_find(c, addr) < c->n) {
+        mine = 0;
+    } else if (c->n < CLAIMS) {
+        memcpy(c->addr[c->n++], addr, MITHRIL_HEX_SIZE);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return mine;
+}
+
+static void
+unclaim(struct claims *c, const char *addr)
+{
+    size_t i;
+
+    pthread_mutex_lock(&c->mu);
+    i = claim_find(c, addr);
+    if (i < c->n) {
+        memcpy(c->addr[i], c->addr[--c->n], MITHRIL_HEX_SIZE);
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Until no worker holds a claim on addr. */
+static void
+claim_wait(struct claims *c, const char *addr)
+{
+    pthread_mutex_lock(&c->mu);
+    while (claim_find(c, addr) < c->n) {
+        pthread_cond_wait(&c->cv, &c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/*
+ * Fetch the blobs batch[0..nb) (none local): their header GETs pipelined,
+ * chunked blobs after the window's replies are in. With d, replies are
+ * read by din_reply (see struct direct_in). With defer, inline blobs are
+ * deferred puts (see mi_store_put_staged).
+ */
+static int
+fetch_window(mithril_store *s, struct link *l, struct direct_in *d,
+             const mithril_item *const *batch, size_t nb, uint64_t *files,
+             uint64_t *bytes, struct mi_blob_list *defer)
 {
     struct deferred later[WINDOW];
-    const mithril_item *batch[WINDOW];
     redisContext *on[WINDOW]; /* batch[i]'s request went to on[i] */
     int node[WINDOW];         /* the node of on[i] */
     struct din_stage *st[WINDOW];
@@ -1316,120 +1439,153 @@ fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
     const char *argv[2] = {"GET", key};
     size_t lens[2] = {3, 0};
     redisReply *rep;
-    size_t next = 0;
-    size_t nb;
     size_t nl;
     size_t i;
     size_t j;
     int direct;
     int rc = 0;
 
-    while (next < w->n_items) {
+    for (i = 0; i < nb; i++) {
+        blob_key(key, sizeof(key), batch[i]->addr, -1);
+        lens[1] = strlen(key);
+        node[i] = node_of(l, key);
+        on[i] = link_at(l, node[i]);
+        if (!on[i] ||
+            redisAppendCommandArgv(on[i], 2, argv, lens) != REDIS_OK) {
+            return MITHRIL_EREMOTE;
+        }
+    }
+    /*
+     * Direct when hiredis holds no unread bytes on any connection of
+     * the window. A window that succeeded leaves every stage empty;
+     * anything in one is from a connection that failed since, so
+     * each is emptied (din_stage). Replies are then read in request
+     * order, each from its own connection and stage.
+     */
+    direct = d != NULL;
+    for (i = 0; i < nb && direct; i++) {
+        direct = on[i]->reader->pos == on[i]->reader->len;
+    }
+    for (i = 0; i < nb && direct; i++) {
+        for (j = 0; j < i && node[j] != node[i]; j++) {
+        }
+        st[i] = j < i ? st[j] : din_stage(d, node[i]);
+        direct = st[i] != NULL;
+    }
+    for (i = 0; i < nb; i++) {
+        if (flush_out(on[i]) < 0) {
+            return MITHRIL_EREMOTE;
+        }
+    }
+    nl = 0;
+    for (i = 0; i < nb; i++) {
+        uint8_t *val = NULL;
+        size_t n = 0;
+        uint64_t nch = 0;
+        int one;
+
+        rep = NULL;
+        if (direct) {
+            one = din_reply(on[i], st[i], d, &n);
+            if (one == MITHRIL_EREMOTE) {
+                return one;
+            }
+            val = d->buf;
+        } else if (redisGetReply(on[i], (void **)&rep) != REDIS_OK || !rep) {
+            return MITHRIL_EREMOTE;
+        } else if (rep->type == REDIS_REPLY_NIL) {
+            one = MITHRIL_ENOTFOUND;
+        } else if (rep->type != REDIS_REPLY_STRING) {
+            one = reply_error(rep);
+        } else {
+            one = 0;
+            val = (uint8_t *)rep->str;
+            n = (size_t)rep->len;
+        }
+        if (rc < 0) {
+            freeReplyObject(rep);
+            continue;
+        }
+        if (one == 0) {
+            one = check_header(val, n, batch[i], &nch);
+        }
+        if (one == 0 && val[3] == 'c') {
+            later[nl].item = batch[i];
+            later[nl++].nchunks = nch;
+        } else if (one == 0) {
+            one = store_inline(s, val, n, direct, batch[i]->addr,
+                               batch[i]->size, bytes, defer);
+            *files += one == 0;
+        }
+        if (rep) {
+            freeReplyObject(rep);
+        }
+        rc = one;
+    }
+    for (i = 0; direct && i < nb; i++) {
+        if (st[i]->pos != st[i]->len) {
+            /* Bytes nobody asked for: the stream cannot be trusted. */
+            return din_fail(on[i]);
+        }
+    }
+    for (i = 0; rc == 0 && i < nl; i++) {
+        rc = fetch_chunks(s, l, later[i].item->addr, later[i].item->size,
+                          later[i].nchunks, bytes);
+        *files += rc == 0;
+    }
+    return rc;
+}
+
+/*
+ * Fetch every item's blob that is not local, WINDOW at a time. With cl
+ * (a pull's workers), each blob fetched is claimed first (see struct
+ * claims).
+ */
+static int
+fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
+            const struct mi_wire *w, uint64_t *files, uint64_t *bytes,
+            struct mi_blob_list *defer, struct claims *cl)
+{
+    const mithril_item *batch[WINDOW];
+    const mithril_item *wait_for;
+    size_t next = 0;
+    size_t nb;
+    size_t i;
+    int rc = 0;
+
+    while (rc == 0 && next < w->n_items) {
         nb = 0;
+        wait_for = NULL;
         while (next < w->n_items && nb < WINDOW) {
             const mithril_item *it = &w->items[next++];
 
             if (mithril_store_exists(s, it->addr) == 1) {
                 /* Maybe a deferred put of another worker, not synced yet. */
                 if (defer && mi_blob_list_add(defer, it->addr, 0, 0, 0) < 0) {
-                    return -ENOMEM;
+                    rc = -ENOMEM;
+                    break;
                 }
                 continue;
             }
-            blob_key(key, sizeof(key), it->addr, -1);
-            lens[1] = strlen(key);
-            node[nb] = node_of(l, key);
-            on[nb] = link_at(l, node[nb]);
-            if (!on[nb] ||
-                redisAppendCommandArgv(on[nb], 2, argv, lens) != REDIS_OK) {
-                return MITHRIL_EREMOTE;
+            if (cl && !claim(cl, it->addr)) {
+                /* Another worker's: looked at again after the wait. */
+                wait_for = it;
+                next--;
+                break;
             }
             batch[nb++] = it;
         }
-        /*
-         * Direct when hiredis holds no unread bytes on any connection of
-         * the window. A window that succeeded leaves every stage empty;
-         * anything in one is from a connection that failed since, so
-         * each is emptied (din_stage). Replies are then read in request
-         * order, each from its own connection and stage.
-         */
-        direct = d != NULL;
-        for (i = 0; i < nb && direct; i++) {
-            direct = on[i]->reader->pos == on[i]->reader->len;
+        if (rc == 0 && nb > 0) {
+            rc = fetch_window(s, l, d, batch, nb, files, bytes, defer);
         }
-        for (i = 0; i < nb && direct; i++) {
-            for (j = 0; j < i && node[j] != node[i]; j++) {
-            }
-            st[i] = j < i ? st[j] : din_stage(d, node[i]);
-            direct = st[i] != NULL;
+        for (i = 0; cl && i < nb; i++) {
+            unclaim(cl, batch[i]->addr);
         }
-        for (i = 0; i < nb; i++) {
-            if (flush_out(on[i]) < 0) {
-                return MITHRIL_EREMOTE;
-            }
-        }
-        nl = 0;
-        for (i = 0; i < nb; i++) {
-            uint8_t *val = NULL;
-            size_t n = 0;
-            uint64_t nch = 0;
-            int one;
-
-            rep = NULL;
-            if (direct) {
-                one = din_reply(on[i], st[i], d->buf, &n);
-                if (one == MITHRIL_EREMOTE) {
-                    return one;
-                }
-                val = d->buf;
-            } else if (redisGetReply(on[i], (void **)&rep) != REDIS_OK ||
-                       !rep) {
-                return MITHRIL_EREMOTE;
-            } else if (rep->type == REDIS_REPLY_NIL) {
-                one = MITHRIL_ENOTFOUND;
-            } else if (rep->type != REDIS_REPLY_STRING) {
-                one = reply_error(rep);
-            } else {
-                one = 0;
-                val = (uint8_t *)rep->str;
-                n = (size_t)rep->len;
-            }
-            if (rc < 0) {
-                freeReplyObject(rep);
-                continue;
-            }
-            if (one == 0) {
-                one = check_header(val, n, batch[i], &nch);
-            }
-            if (one == 0 && val[3] == 'c') {
-                later[nl].item = batch[i];
-                later[nl++].nchunks = nch;
-            } else if (one == 0) {
-                one = store_inline(s, val, n, direct, batch[i]->addr,
-                                   batch[i]->size, bytes, defer);
-                *files += one == 0;
-            }
-            if (rep) {
-                freeReplyObject(rep);
-            }
-            rc = one;
-        }
-        for (i = 0; direct && i < nb; i++) {
-            if (st[i]->pos != st[i]->len) {
-                /* Bytes nobody asked for: the stream cannot be trusted. */
-                return din_fail(on[i]);
-            }
-        }
-        for (i = 0; rc == 0 && i < nl; i++) {
-            rc = fetch_chunks(s, l, later[i].item->addr, later[i].item->size,
-                              later[i].nchunks, bytes);
-            *files += rc == 0;
-        }
-        if (rc < 0) {
-            return rc;
+        if (rc == 0 && wait_for) {
+            claim_wait(cl, wait_for->addr);
         }
     }
-    return 0;
+    return rc;
 }
 
 /* ---- entries ---- */
@@ -1449,7 +1605,7 @@ struct fetch_result {
 static int
 fetch_entry(mithril_store *s, struct link *l, struct direct_in *d,
             const char *key, struct fetch_result *res, struct mi_wire *keep,
-            struct mi_blob_list *defer)
+            struct mi_blob_list *defer, struct claims *cl)
 {
     redisContext *c;
     char rkey[600];
@@ -1496,8 +1652,8 @@ fetch_entry(mithril_store *s, struct link *l, struct direct_in *d,
     if (rc < 0) {
         goto out;
     }
-    rc =
-        fetch_blobs(s, l, d, &w, &res->files, &res->bytes, keep ? defer : NULL);
+    rc = fetch_blobs(s, l, d, &w, &res->files, &res->bytes, keep ? defer : NULL,
+                     cl);
     if (rc == MITHRIL_ECORRUPT) {
         mi_log(MITHRIL_LOG_WARN,
                "rejected entry '%s' from remote: a blob does not match its "
@@ -1684,7 +1840,7 @@ mi_remote_fetch_entry(mithril_store *s, const char *key)
         do {
             gen = mi_cluster_gen(r->map);
             redirected = 0;
-            rc = fetch_entry(s, &r->fg, r->fg_in, key, &res, NULL, NULL);
+            rc = fetch_entry(s, &r->fg, r->fg_in, key, &res, NULL, NULL, NULL);
         } while (again(&r->fg, gen, &tries));
         after_fg(s, r, rc, t0);
     }
@@ -2055,7 +2211,6 @@ remote_keys(struct link *link, const char *toolchain, struct key_list *l)
  * its own, so that one entry's network transfer overlaps another's
  * hashing and durable writes. The first remote failure stops them all.
  */
-#define POOL  8
 #define BATCH 16 /* pulled entries recorded per index commit, pool-wide */
 
 /*
@@ -2085,6 +2240,7 @@ struct pool {
     /* Pulled entries of all workers, waiting for one index commit. */
     pthread_mutex_t pmu;
     struct pending shared;
+    struct claims claims; /* blobs being fetched (pull) */
 };
 
 /*
@@ -2124,8 +2280,9 @@ pool_one(struct pool *p, struct link *l, struct direct_in *d,
     do {
         gen = mi_cluster_gen(p->r->map);
         redirected = 0;
-        rc = p->pull ? fetch_entry(p->s, l, d, key, &fr, keep, defer)
-                     : push_entry(p->s, l, e, &fr.files, &fr.bytes);
+        rc = p->pull
+                 ? fetch_entry(p->s, l, d, key, &fr, keep, defer, &p->claims)
+                 : push_entry(p->s, l, e, &fr.files, &fr.bytes);
     } while (again(l, gen, &tries));
     *kept = p->pull && rc == 0;
     mithril_entry_free(e);
@@ -2303,6 +2460,7 @@ pool_run(struct pool *p, mithril_sync_result *out)
 
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->pmu, NULL);
+    claims_init(&p->claims);
     if (p->n > 1) {
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -2324,6 +2482,7 @@ pool_run(struct pool *p, mithril_sync_result *out)
         /* What the workers left, a failed pull's entries included. */
         pending_flush(p, &p->shared, &p->res);
     }
+    claims_destroy(&p->claims);
     pthread_mutex_destroy(&p->pmu);
     pthread_mutex_destroy(&p->mu);
     if (p->rc < 0) {

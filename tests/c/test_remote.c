@@ -477,6 +477,100 @@ test_pull_batched(void)
     close_store(b, db);
 }
 
+/* Calls of a Redis command since the last CONFIG RESETSTAT. */
+static long
+redis_calls(const char *cmd)
+{
+    redisReply *rep = redis("INFO commandstats");
+    char want[64];
+    const char *at;
+    long calls = 0;
+
+    snprintf(want, sizeof(want), "cmdstat_%s:calls=", cmd);
+    if (rep && rep->type == REDIS_REPLY_STRING &&
+        (at = strstr(rep->str, want)) != NULL) {
+        calls = strtol(at + strlen(want), NULL, 10);
+    }
+    freeReplyObject(rep);
+    return calls;
+}
+
+/*
+ * Entries that share blobs (one kernel in several graphs' entries): the
+ * pull's workers fetch and store each distinct blob once, whichever worker
+ * gets there first, and every entry is recorded whole.
+ */
+static void
+test_pull_shared(void)
+{
+    enum { N = 48 };
+    static const size_t sizes[3] = {5000, 300u << 10, 300};
+    char keys[N][32];
+    const char *names[N];
+    mithril_item items[3];
+    char addrs[2][MITHRIL_HEX_SIZE + 1];
+    char *da;
+    char *db;
+    mithril_store *a = open_store(&da);
+    mithril_store *b = open_store(&db);
+    mithril_verify_result vr;
+    mithril_sync_result r;
+    uint8_t *buf = malloc(sizes[1]);
+    int problems = 0;
+    size_t i;
+    size_t j;
+
+    freeReplyObject(redis("FLUSHALL"));
+    for (j = 0; j < 2; j++) {
+        fill(buf, sizes[j], 900 + (uint32_t)j);
+        CHECK_EQ_INT(mithril_store_put(a, buf, sizes[j], addrs[j]), 0);
+    }
+    for (i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "w1/shared/%02zu", i);
+        names[i] = keys[i];
+        fill(buf, sizes[2], 1000 + (uint32_t)i);
+        CHECK_EQ_INT(mithril_store_put(a, buf, sizes[2], items[2].addr), 0);
+        for (j = 0; j < 3; j++) {
+            if (j < 2) {
+                memcpy(items[j].addr, addrs[j], sizeof(addrs[j]));
+            }
+            items[j].name = j == 0   ? "k/shared.so"
+                            : j == 1 ? "k/big.so"
+                                     : "graph";
+            items[j].size = sizes[j];
+            items[j].mode = 0644;
+        }
+        CHECK_EQ_INT(mithril_entry_put(a, keys[i], items, 3,
+                                       "tc="
+                                       "aaaaaaaaaaaaaaaa"
+                                       " kind=other"),
+                     0);
+    }
+    CHECK_EQ_INT(mithril_store_set_remote(a, url, 0), 0);
+    CHECK_EQ_INT(mithril_remote_push(a, NULL, NULL, NULL, &r), 0);
+    CHECK_EQ_INT(mithril_store_set_remote(b, url, 1), 0);
+
+    freeReplyObject(redis("CONFIG RESETSTAT"));
+    memset(&r, 0, sizeof(r));
+    CHECK_EQ_INT(mithril_remote_pull(b, NULL, NULL, NULL, &r), 0);
+    CHECK_EQ_INT(r.entries, N);
+    CHECK_EQ_INT(r.files, N + 2);
+    CHECK_EQ_INT(r.bytes, sizes[0] + sizes[1] + N * sizes[2]);
+    /* One GET per entry and one per distinct blob, none twice. */
+    CHECK_EQ_INT(redis_calls("get"), N + N + 2);
+    CHECK(sizes_exact(b, names, N));
+    for (i = 0; i < N; i++) {
+        CHECK(same_entry(a, b, keys[i]));
+    }
+    memset(&vr, 0, sizeof(vr));
+    CHECK_EQ_INT(mithril_store_verify(b, count_problem, &problems, &vr), 0);
+    CHECK_EQ_INT(problems, 0);
+    CHECK_EQ_INT(vr.blobs_checked, N + 2);
+    free(buf);
+    close_store(a, da);
+    close_store(b, db);
+}
+
 /*
  * An entry whose second blob is corrupt in Redis: the pull rejects it, and
  * the first blob, already stored, is recorded as an orphan (sized, so
@@ -774,6 +868,7 @@ main(void)
     RUN(test_bad_urls);
     RUN(test_push_pull);
     RUN(test_pull_batched);
+    RUN(test_pull_shared);
     RUN(test_pull_orphan);
     RUN(test_queue);
     RUN(test_tampered);
