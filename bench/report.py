@@ -204,7 +204,9 @@ def write_markdown(res, path):
             for k, v in sorted(t.items()):
                 if k in main_cols or isinstance(v, bool):
                     continue
-                if isinstance(v, (int, float)):
+                if isinstance(v, (int, float)) and k.endswith("enable_s"):
+                    extra.append(f"{k} {v * 1000:.1f} ms")
+                elif isinstance(v, (int, float)):
                     unit = ("%" if k.endswith("rate") else
                             "s" if k.endswith("_s") else "")
                     extra.append(f"{k} {fmt_value(v, unit)}")

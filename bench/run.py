@@ -1333,16 +1333,21 @@ class Suite:
         reps = self.repeats if self.quick else max(self.repeats, 11)
         times, hits, misses, restored = [], 0, 0, []
         local = []  # the anchor: local warm starts, interleaved
+        # enable() alone (open the store, pull, restore): where a remote
+        # start's extra time goes.
+        enable, local_enable = [], []
         fx = [0, 0]  # torch's FX graph cache hits, misses
         for i in range(reps):
             # Local warm from the filled store, working folder deleted,
             # in the same harness and minute as the remote run after it.
             shutil.rmtree(work, ignore_errors=True)
-            local.append(self._worker(name, "mithril", store,
-                                      work)["first_call_s"])
+            lo = self._worker(name, "mithril", store, work)
+            local.append(lo["first_call_s"])
+            local_enable.append(lo.get("enable_s"))
             o = self._worker(name, "mithril", base / f"rstore{i}",
                              base / f"rwork{i}", MITHRIL_REMOTE=redis.url)
             times.append(o["first_call_s"])
+            enable.append(o.get("enable_s"))
             hits += o.get("graph_hits", 0)
             misses += o.get("graph_misses", 0)
             t = o.get("torch", {})
@@ -1350,7 +1355,9 @@ class Suite:
             fx[1] += t.get("fxgraph_cache_miss", 0)
             restored.append(o.get("restored_files"))
         shutil.rmtree(work, ignore_errors=True)
-        local.append(self._worker(name, "mithril", store, work)["first_call_s"])
+        lo = self._worker(name, "mithril", store, work)
+        local.append(lo["first_call_s"])
+        local_enable.append(lo.get("enable_s"))
         # Deleted only now: a fresh node has no freshly freed inodes to
         # step over (see section_remote).
         for i in range(reps):
@@ -1358,6 +1365,7 @@ class Suite:
             shutil.rmtree(base / f"rwork{i}", ignore_errors=True)
         self.raw.setdefault("torch", {})[name + "_remote"] = {
             "samples": times, "local_samples": local,
+            "enable_samples": enable, "local_enable_samples": local_enable,
             "restored_files": restored}
         if hits + misses:
             rate = hits / (hits + misses)
@@ -1371,6 +1379,8 @@ class Suite:
         return {"remote_warm_s": median(times), "remote_hit_rate": rate,
                 "remote_repeats": reps,
                 "remote_local_warm_s": median(local),
+                "remote_enable_s": median(enable),
+                "remote_local_enable_s": median(local_enable),
                 "remote_paired_ratio": median(pairs) if pairs else None}
 
     def _child(self, mode, model, env, timeout=1800):

@@ -1330,24 +1330,30 @@ flush_out(redisContext *c)
 }
 
 /*
- * Blobs the workers of one pull are fetching. Entries share blobs (one
- * kernel file in several graphs' entries), and two workers that each find
- * a shared blob missing would both fetch and write it: a warm start's pull
- * of 10 entries moved 19 blobs for 13 distinct ones. A worker claims a
- * missing blob before asking for it; another that needs the blob
- * meantime ends its window first, waits for the claim to go, and then
- * finds the blob stored (or claims and fetches it itself if the owner
- * failed). A worker never waits while it holds a claim, so no two workers
- * wait on each other, and at most POOL * WINDOW claims exist at a time.
+ * Blobs the workers of one pull are fetching, or of one push sending.
+ * Entries share blobs (one kernel file in several graphs' entries), and
+ * two workers that each find a shared blob missing would both move it: a
+ * warm start's pull of 10 entries moved 19 blobs for 13 distinct ones. A
+ * worker claims a missing blob before asking for it (or sending it);
+ * another that needs the blob meanwhile ends its window first, waits for
+ * the claim to go, and then finds the blob there (or claims and moves it
+ * itself if the owner failed). A worker never waits while it holds a
+ * claim, so no two workers wait on each other, and at most POOL * WINDOW
+ * claims exist at a time. The last DONE_RING blobs moved are remembered,
+ * for a worker that found a blob missing just before another moved it.
  */
-#define POOL   8
-#define CLAIMS (POOL * WINDOW)
+#define POOL      8
+#define CLAIMS    (POOL * WINDOW)
+#define DONE_RING 256
 
 struct claims {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     size_t n;
     char addr[CLAIMS][MITHRIL_HEX_SIZE];
+    size_t done_n;    /* ring entries in use */
+    size_t done_next; /* the ring slot written next */
+    char done[DONE_RING][MITHRIL_HEX_SIZE];
 };
 
 static void
@@ -1356,6 +1362,8 @@ claims_init(struct claims *c)
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     c->n = 0;
+    c->done_n = 0;
+    c->done_next = 0;
 }
 
 static void
@@ -1376,9 +1384,24 @@ claim_find(const struct claims *c, const char *addr)
     return i;
 }
 
+/* 1 if addr is among the blobs moved last; c->mu held. */
+static int
+done_find(const struct claims *c, const char *addr)
+{
+    size_t i;
+
+    for (i = 0; i < c->done_n; i++) {
+        if (memcmp(c->done[i], addr, MITHRIL_HEX_SIZE) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /*
- * 1: addr is the caller's to fetch (claimed, or the table is full and a
- * duplicate fetch is the worst outcome); 0: another worker claimed it.
+ * 1: addr is the caller's to move (claimed, or the table is full and a
+ * duplicate is the worst outcome); 0: another worker is moving it; 2:
+ * another worker moved it a moment ago.
  */
 static int
 claim(struct claims *c, const char *addr)
@@ -1388,6 +1411,8 @@ claim(struct claims *c, const char *addr)
     pthread_mutex_lock(&c->mu);
     if (claim_find(c, addr) < c->n) {
         mine = 0;
+    } else if (done_find(c, addr)) {
+        mine = 2;
     } else if (c->n < CLAIMS) {
         memcpy(c->addr[c->n++], addr, MITHRIL_HEX_SIZE);
     }
@@ -1395,8 +1420,9 @@ claim(struct claims *c, const char *addr)
     return mine;
 }
 
+/* Drop the caller's claim on addr; moved: the blob is now where it went. */
 static void
-unclaim(struct claims *c, const char *addr)
+unclaim(struct claims *c, const char *addr, int moved)
 {
     size_t i;
 
@@ -1405,6 +1431,11 @@ unclaim(struct claims *c, const char *addr)
     if (i < c->n) {
         memcpy(c->addr[i], c->addr[--c->n], MITHRIL_HEX_SIZE);
         pthread_cond_broadcast(&c->cv);
+    }
+    if (moved) {
+        memcpy(c->done[c->done_next], addr, MITHRIL_HEX_SIZE);
+        c->done_next = (c->done_next + 1) % DONE_RING;
+        c->done_n += c->done_n < DONE_RING;
     }
     pthread_mutex_unlock(&c->mu);
 }
@@ -1559,7 +1590,22 @@ fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
         while (next < w->n_items && nb < WINDOW) {
             const mithril_item *it = &w->items[next++];
 
-            if (mithril_store_exists(s, it->addr) == 1) {
+            int mine = 1;
+            int have = mithril_store_exists(s, it->addr) == 1;
+
+            if (!have && cl && (mine = claim(cl, it->addr)) == 0) {
+                /* Another worker's: looked at again after the wait. */
+                wait_for = it;
+                next--;
+                break;
+            }
+            if (!have && mine == 1 && cl &&
+                mithril_store_exists(s, it->addr) == 1) {
+                /* Stored by another worker since the first look. */
+                unclaim(cl, it->addr, 0);
+                have = 1;
+            }
+            if (have || mine == 2) {
                 /* Maybe a deferred put of another worker, not synced yet. */
                 if (defer && mi_blob_list_add(defer, it->addr, 0, 0, 0) < 0) {
                     rc = -ENOMEM;
@@ -1567,19 +1613,13 @@ fetch_blobs(mithril_store *s, struct link *l, struct direct_in *d,
                 }
                 continue;
             }
-            if (cl && !claim(cl, it->addr)) {
-                /* Another worker's: looked at again after the wait. */
-                wait_for = it;
-                next--;
-                break;
-            }
             batch[nb++] = it;
         }
         if (rc == 0 && nb > 0) {
             rc = fetch_window(s, l, d, batch, nb, files, bytes, defer);
         }
         for (i = 0; cl && i < nb; i++) {
-            unclaim(cl, batch[i]->addr);
+            unclaim(cl, batch[i]->addr, rc == 0);
         }
         if (rc == 0 && wait_for) {
             claim_wait(cl, wait_for->addr);
@@ -1676,10 +1716,55 @@ out:
     return rc;
 }
 
+/* 1: the remote holds blob addr; 0: it does not; MITHRIL_EREMOTE. */
+static int
+remote_has_blob(struct link *l, const char *addr)
+{
+    char key[128];
+    const char *argv[2] = {"EXISTS", key};
+    size_t lens[2] = {6, 0};
+    redisContext *c;
+    redisReply *rep;
+    int rc;
+
+    blob_key(key, sizeof(key), addr, -1);
+    lens[1] = strlen(key);
+    c = link_for(l, key);
+    if (!c || !(rep = call(c, 2, argv, lens))) {
+        return MITHRIL_EREMOTE;
+    }
+    rc = rep->type == REDIS_REPLY_INTEGER ? rep->integer > 0 : unexpected(rep);
+    freeReplyObject(rep);
+    return rc;
+}
+
+/*
+ * Before a push worker sends a blob the remote lacked: 1 when the blob is
+ * now the caller's to send (claimed, see struct claims); 0 when another
+ * worker claimed it, and after waiting for that worker the remote holds
+ * it; MITHRIL_EREMOTE. Nothing is held while waiting.
+ */
+static int
+claim_to_push(struct link *l, const char *addr, struct claims *cl)
+{
+    int rc;
+
+    while (cl && (rc = claim(cl, addr)) != 1) {
+        if (rc == 2) {
+            return 0;
+        }
+        claim_wait(cl, addr);
+        if ((rc = remote_has_blob(l, addr)) != 0) {
+            return rc < 0 ? rc : 0;
+        }
+    }
+    return 1;
+}
+
 /* Send one local entry and the blobs the remote lacks. */
 static int
 push_entry(mithril_store *s, struct link *l, const mithril_entry *e,
-           uint64_t *files, uint64_t *bytes)
+           uint64_t *files, uint64_t *bytes, struct claims *cl)
 {
     redisContext *on[16]; /* EXISTS j went to on[j] */
     redisContext *c;
@@ -1724,10 +1809,15 @@ push_entry(mithril_store *s, struct link *l, const mithril_entry *e,
             freeReplyObject(rep);
         }
         for (j = 0; j < n && rc == 0; j++) {
-            if (missing[j]) {
-                rc = push_blob(s, l, e->items[i + j].addr, e->items[i + j].size,
-                               bytes);
-                *files += rc == 0;
+            const mithril_item *it = &e->items[i + j];
+
+            if (!missing[j] || (rc = claim_to_push(l, it->addr, cl)) != 1) {
+                continue; /* there, sent by another worker, or an error */
+            }
+            rc = push_blob(s, l, it->addr, it->size, bytes);
+            *files += rc == 0;
+            if (cl) {
+                unclaim(cl, it->addr, rc == 0);
             }
         }
         if (rc < 0) {
@@ -1884,7 +1974,7 @@ push_queued(mithril_store *s, struct mi_remote *r, const char *key)
     do {
         gen = mi_cluster_gen(r->map);
         redirected = 0;
-        rc = push_entry(s, &r->bg, e, &files, &bytes);
+        rc = push_entry(s, &r->bg, e, &files, &bytes, NULL);
     } while (again(&r->bg, gen, &tries));
     if (rc == MITHRIL_EREMOTE || link_failed(&r->bg)) {
         link_close(&r->bg);
@@ -2240,7 +2330,7 @@ struct pool {
     /* Pulled entries of all workers, waiting for one index commit. */
     pthread_mutex_t pmu;
     struct pending shared;
-    struct claims claims; /* blobs being fetched (pull) */
+    struct claims claims; /* blobs being fetched or sent */
 };
 
 /*
@@ -2282,7 +2372,7 @@ pool_one(struct pool *p, struct link *l, struct direct_in *d,
         redirected = 0;
         rc = p->pull
                  ? fetch_entry(p->s, l, d, key, &fr, keep, defer, &p->claims)
-                 : push_entry(p->s, l, e, &fr.files, &fr.bytes);
+                 : push_entry(p->s, l, e, &fr.files, &fr.bytes, &p->claims);
     } while (again(l, gen, &tries));
     *kept = p->pull && rc == 0;
     mithril_entry_free(e);

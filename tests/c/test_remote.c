@@ -497,8 +497,9 @@ redis_calls(const char *cmd)
 
 /*
  * Entries that share blobs (one kernel in several graphs' entries): the
- * pull's workers fetch and store each distinct blob once, whichever worker
- * gets there first, and every entry is recorded whole.
+ * push's workers send each distinct blob once, the pull's fetch and store
+ * each once, whichever worker gets there first, and every entry is
+ * recorded whole.
  */
 static void
 test_pull_shared(void)
@@ -547,7 +548,13 @@ test_pull_shared(void)
                      0);
     }
     CHECK_EQ_INT(mithril_store_set_remote(a, url, 0), 0);
+    freeReplyObject(redis("CONFIG RESETSTAT"));
+    memset(&r, 0, sizeof(r));
     CHECK_EQ_INT(mithril_remote_push(a, NULL, NULL, NULL, &r), 0);
+    CHECK_EQ_INT(r.entries, N);
+    CHECK_EQ_INT(r.files, N + 2);
+    /* One SET per entry and one per distinct blob, none twice. */
+    CHECK_EQ_INT(redis_calls("set"), N + N + 2);
     CHECK_EQ_INT(mithril_store_set_remote(b, url, 1), 0);
 
     freeReplyObject(redis("CONFIG RESETSTAT"));
