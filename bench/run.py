@@ -1337,13 +1337,17 @@ class Suite:
         # start's extra time goes.
         enable, local_enable = [], []
         fx = [0, 0]  # torch's FX graph cache hits, misses
-        for i in range(reps):
+
+        def local_start():
             # Local warm from the filled store, working folder deleted,
-            # in the same harness and minute as the remote run after it.
+            # in the same harness and minute as the remote runs around it.
             shutil.rmtree(work, ignore_errors=True)
             lo = self._worker(name, "mithril", store, work)
             local.append(lo["first_call_s"])
             local_enable.append(lo.get("enable_s"))
+
+        for i in range(reps):
+            local_start()
             o = self._worker(name, "mithril", base / f"rstore{i}",
                              base / f"rwork{i}", MITHRIL_REMOTE=redis.url)
             times.append(o["first_call_s"])
@@ -1354,10 +1358,7 @@ class Suite:
             fx[0] += t.get("fxgraph_cache_hit", 0)
             fx[1] += t.get("fxgraph_cache_miss", 0)
             restored.append(o.get("restored_files"))
-        shutil.rmtree(work, ignore_errors=True)
-        lo = self._worker(name, "mithril", store, work)
-        local.append(lo["first_call_s"])
-        local_enable.append(lo.get("enable_s"))
+        local_start()
         # Deleted only now: a fresh node has no freshly freed inodes to
         # step over (see section_remote).
         for i in range(reps):

@@ -404,6 +404,21 @@ count_problem(const char *what, const char *which, void *ctx)
     (*(int *)ctx)++;
 }
 
+/* Blobs mithril_store_verify checked in s; -1 if it found any problem. */
+static long
+verified_blobs(mithril_store *s)
+{
+    mithril_verify_result vr;
+    int problems = 0;
+
+    memset(&vr, 0, sizeof(vr));
+    if (mithril_store_verify(s, count_problem, &problems, &vr) != 0 ||
+        problems != 0) {
+        return -1;
+    }
+    return (long)vr.blobs_checked;
+}
+
 /*
  * A pull links its blobs unsynced and syncs them a batch of entries at a
  * time, back to back, before the one commit that records them: each blob
@@ -420,10 +435,8 @@ test_pull_batched(void)
     char *db;
     mithril_store *a = open_store(&da);
     mithril_store *b = open_store(&db);
-    mithril_verify_result vr;
     mithril_sync_result r;
     mithril_entry *e = NULL;
-    int problems = 0;
     size_t i;
 
     freeReplyObject(redis("FLUSHALL"));
@@ -468,10 +481,7 @@ test_pull_batched(void)
     for (i = 0; i < 40; i++) {
         CHECK(same_entry(a, b, keys[i]));
     }
-    memset(&vr, 0, sizeof(vr));
-    CHECK_EQ_INT(mithril_store_verify(b, count_problem, &problems, &vr), 0);
-    CHECK_EQ_INT(problems, 0);
-    CHECK_EQ_INT(vr.blobs_checked, 80);
+    CHECK_EQ_INT(verified_blobs(b), 80);
 
     close_store(a, da);
     close_store(b, db);
@@ -508,44 +518,36 @@ test_pull_shared(void)
     static const size_t sizes[3] = {5000, 300u << 10, 300};
     char keys[N][32];
     const char *names[N];
+    static char item_names[3][16] = {"k/shared.so", "k/big.so", "graph"};
     mithril_item items[3];
-    char addrs[2][MITHRIL_HEX_SIZE + 1];
+    char meta[64];
     char *da;
     char *db;
     mithril_store *a = open_store(&da);
     mithril_store *b = open_store(&db);
-    mithril_verify_result vr;
     mithril_sync_result r;
     uint8_t *buf = malloc(sizes[1]);
-    int problems = 0;
     size_t i;
     size_t j;
 
     freeReplyObject(redis("FLUSHALL"));
+    snprintf(meta, sizeof(meta), "tc=%s kind=other", TAG_A);
+    for (j = 0; j < 3; j++) {
+        items[j].name = item_names[j];
+        items[j].size = sizes[j];
+        items[j].mode = 0644;
+    }
+    /* Items 0 and 1 are in every entry; item 2 is each entry's own. */
     for (j = 0; j < 2; j++) {
         fill(buf, sizes[j], 900 + (uint32_t)j);
-        CHECK_EQ_INT(mithril_store_put(a, buf, sizes[j], addrs[j]), 0);
+        CHECK_EQ_INT(mithril_store_put(a, buf, sizes[j], items[j].addr), 0);
     }
     for (i = 0; i < N; i++) {
         snprintf(keys[i], sizeof(keys[i]), "w1/shared/%02zu", i);
         names[i] = keys[i];
         fill(buf, sizes[2], 1000 + (uint32_t)i);
         CHECK_EQ_INT(mithril_store_put(a, buf, sizes[2], items[2].addr), 0);
-        for (j = 0; j < 3; j++) {
-            if (j < 2) {
-                memcpy(items[j].addr, addrs[j], sizeof(addrs[j]));
-            }
-            items[j].name = j == 0   ? "k/shared.so"
-                            : j == 1 ? "k/big.so"
-                                     : "graph";
-            items[j].size = sizes[j];
-            items[j].mode = 0644;
-        }
-        CHECK_EQ_INT(mithril_entry_put(a, keys[i], items, 3,
-                                       "tc="
-                                       "aaaaaaaaaaaaaaaa"
-                                       " kind=other"),
-                     0);
+        CHECK_EQ_INT(mithril_entry_put(a, keys[i], items, 3, meta), 0);
     }
     CHECK_EQ_INT(mithril_store_set_remote(a, url, 0), 0);
     freeReplyObject(redis("CONFIG RESETSTAT"));
@@ -569,10 +571,7 @@ test_pull_shared(void)
     for (i = 0; i < N; i++) {
         CHECK(same_entry(a, b, keys[i]));
     }
-    memset(&vr, 0, sizeof(vr));
-    CHECK_EQ_INT(mithril_store_verify(b, count_problem, &problems, &vr), 0);
-    CHECK_EQ_INT(problems, 0);
-    CHECK_EQ_INT(vr.blobs_checked, N + 2);
+    CHECK_EQ_INT(verified_blobs(b), N + 2);
     free(buf);
     close_store(a, da);
     close_store(b, db);
